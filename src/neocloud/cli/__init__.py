@@ -1,0 +1,1 @@
+"""The command line: a thin face over the core, the twin and (later) the server."""

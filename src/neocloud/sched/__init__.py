@@ -1,0 +1,1 @@
+"""The scheduler: gang placement, queue policies, backfill and preemption. Pure and deterministic."""
