@@ -25,7 +25,7 @@ class GpuType:
 
 
 _TYPES = (
-    GpuType("GB200", 186, 2500.0, 1200, 4, 30.0, nvlink_domain=72, aliases=("GB200-NVL72",)),
+    GpuType("GB200", 186, 2500.0, 1200, 4, 6.7, nvlink_domain=72, aliases=("GB200-NVL72",)),
     GpuType("B200", 180, 2250.0, 1000, 8, 14.3, aliases=("B200-SXM",)),
     GpuType("H200-SXM", 141, 989.0, 700, 8, 10.2, aliases=("H200",)),
     GpuType("H100-SXM", 80, 989.0, 700, 8, 10.2, aliases=("H100",)),

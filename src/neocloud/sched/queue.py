@@ -1,0 +1,175 @@
+"""Queue policies: the order in which pending jobs are offered to placement.
+
+Every policy orders by priority class first (reserved, on-demand, spot), then by its own rule.
+`las` is preemptive: a running job may be displaced by a pending one in a better queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedKeyList
+
+from neocloud.errors import NeocloudError
+from neocloud.model.job import Job
+
+
+@dataclass(slots=True, eq=False)
+class JobRecord:
+    """The scheduler's view of a job: what it asked and what it has had so far."""
+
+    job: Job
+    seq: int
+    state: str = "PENDING"
+    attained_gpu_s: float = 0.0  # GPU-seconds of service so far (Tiresias' attained service)
+    ran_s: float = 0.0  # wall seconds run before the current start
+    started_s: float | None = None
+    first_start_s: float | None = None
+    preemptions: int = 0
+    key: tuple = field(default=())
+
+    def attained(self, now: float) -> float:
+        if self.started_s is None:
+            return self.attained_gpu_s
+        return self.attained_gpu_s + self.job.gpus * (now - self.started_s)
+
+    def remaining_estimate(self, now: float) -> float | None:
+        if self.job.estimate_s is None:
+            return None
+        ran = self.ran_s + (now - self.started_s if self.started_s is not None else 0.0)
+        return max(self.job.estimate_s - ran, 1.0)
+
+
+class QueuePolicy:
+    """Pending jobs in a sorted list under a key fixed while they wait."""
+
+    name = "fifo"
+    preemptive = False
+
+    def __init__(self) -> None:
+        self._pending: SortedKeyList = SortedKeyList(key=lambda r: r.key)
+
+    def key(self, rec: JobRecord) -> tuple:
+        return (rec.job.priority.rank, rec.job.submit_s, rec.seq)
+
+    def add(self, rec: JobRecord) -> None:
+        rec.key = self.key(rec)
+        self._pending.add(rec)
+
+    def remove(self, rec: JobRecord) -> None:
+        self._pending.remove(rec)
+
+    def order(self, usage: dict[str, float]) -> Iterator[JobRecord]:
+        """Pending jobs, best first. `usage` is GPUs held per tenant, for fair share."""
+        return iter(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class Fifo(QueuePolicy):
+    name = "fifo"
+
+
+class ShortestJobFirst(QueuePolicy):
+    """By the user's estimate; jobs without one go after those with one."""
+
+    name = "sjf"
+
+    def key(self, rec: JobRecord) -> tuple:
+        est = rec.job.estimate_s if rec.job.estimate_s is not None else float("inf")
+        return (rec.job.priority.rank, est, rec.job.submit_s, rec.seq)
+
+
+class LeastAttainedService(QueuePolicy):
+    """Tiresias' discretised 2D-LAS: queues by attained GPU-seconds, FIFO inside a queue.
+
+    Needs no estimate. A job that crosses a threshold drops a queue; a pending job in a better
+    queue preempts running ones from worse queues.
+    """
+
+    name = "las"
+    preemptive = True
+    thresholds = (3_600.0, 36_000.0)  # GPU-seconds: under 1 GPU-hour, under 10, the rest
+
+    def level(self, attained: float) -> int:
+        return sum(attained >= t for t in self.thresholds)
+
+    def key(self, rec: JobRecord) -> tuple:
+        return (rec.job.priority.rank, self.level(rec.attained_gpu_s), rec.job.submit_s, rec.seq)
+
+    def running_key(self, rec: JobRecord, now: float) -> tuple:
+        return (rec.job.priority.rank, self.level(rec.attained(now)), rec.job.submit_s, rec.seq)
+
+    def next_demotion(self, rec: JobRecord, now: float) -> float | None:
+        """When a running job next crosses a threshold, so the clock can wake the scheduler."""
+        attained = rec.attained(now)
+        for t in self.thresholds:
+            if attained < t and rec.job.gpus > 0:
+                return now + (t - attained) / rec.job.gpus
+        return None
+
+
+class FairShare(QueuePolicy):
+    """Weighted fair share: the tenant holding the fewest GPUs per unit of weight goes next."""
+
+    name = "fair"
+
+    def __init__(self, weights: dict[str, float] | None = None) -> None:
+        self.weights = weights or {}
+        self._by_tenant: dict[str, deque[JobRecord]] = defaultdict(deque)
+        self._count = 0
+
+    def add(self, rec: JobRecord) -> None:
+        rec.key = (rec.job.priority.rank, rec.job.submit_s, rec.seq)
+        q = self._by_tenant[rec.job.tenant]
+        if q and q[-1].key > rec.key:  # a requeued job goes back to its place, not the end
+            items = sorted([*q, rec], key=lambda r: r.key)
+            q.clear()
+            q.extend(items)
+        else:
+            q.append(rec)
+        self._count += 1
+
+    def remove(self, rec: JobRecord) -> None:
+        q = self._by_tenant[rec.job.tenant]
+        if q and q[0] is rec:
+            q.popleft()
+        else:
+            q.remove(rec)
+        if not q:
+            del self._by_tenant[rec.job.tenant]
+        self._count -= 1
+
+    def order(self, usage: dict[str, float]) -> Iterator[JobRecord]:
+        share = {t: usage.get(t, 0.0) / self.weights.get(t, 1.0) for t in self._by_tenant}
+        heads = [(q[0].key[0], share[t], q[0].key, t, 0) for t, q in self._by_tenant.items()]
+        heapq.heapify(heads)
+        while heads:
+            _, s, _, tenant, i = heapq.heappop(heads)
+            q = self._by_tenant[tenant]
+            rec = q[i]
+            yield rec
+            s += rec.job.gpus / self.weights.get(tenant, 1.0)
+            if i + 1 < len(q):
+                nxt = q[i + 1]
+                heapq.heappush(heads, (nxt.key[0], s, nxt.key, tenant, i + 1))
+
+    def __len__(self) -> int:
+        return self._count
+
+
+QUEUES: dict[str, type[QueuePolicy]] = {
+    q.name: q for q in (Fifo, ShortestJobFirst, LeastAttainedService, FairShare)
+}
+
+
+def queue_policy(name: str) -> QueuePolicy:
+    try:
+        return QUEUES[name]()
+    except KeyError:
+        raise NeocloudError(f"unknown queue policy {name!r}; choose one of: {', '.join(QUEUES)}") from None
+

@@ -1,0 +1,163 @@
+"""Allocation state of the fleet, with the indexes placement asks of it.
+
+GPU use is tracked per GPU in thousandths (milli-GPU) so shared GPUs are exact. Nodes are
+grouped into *cells* (one leaf, one GPU type); each cell keeps, for every count k of wholly free
+GPUs, how many of its nodes have exactly k free and which ones. "Where does a gang of n nodes x g
+GPUs fit, inside which leaf or fabric" is then a sum over cells, never a scan over nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sortedcontainers import SortedList
+
+from neocloud.errors import SchedulingError
+from neocloud.model.fleet import Fleet
+
+FULL = 1000  # milli-GPU in one GPU
+UNTRACKED = 1 << 48
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """Where a job runs: the GPUs it holds on each of its nodes."""
+
+    job_id: str
+    nodes: tuple[int, ...]
+    gpus: tuple[tuple[int, ...], ...]  # GPU indices held on each node
+    gpu_milli: int  # held on each of those GPUs (FULL for whole GPUs)
+    cpu_milli: int = 0  # per node
+    memory_mib: int = 0  # per node
+
+    @property
+    def gpu_count(self) -> float:
+        return sum(len(g) for g in self.gpus) * self.gpu_milli / FULL
+
+
+class ClusterState:
+    """What is free where. Mutated only through `allocate` and `release`."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        nodes = fleet.nodes
+        n = len(nodes)
+        self.max_gpus = max((nd.gpus for nd in nodes), default=0)
+        width = max(self.max_gpus, 1)
+        self.gpu_cap = np.array([nd.gpus for nd in nodes], dtype=np.int64)
+        # Per-GPU free milli; GPUs a node does not have are -1 so they never fit anything.
+        self.gpu_left = np.full((n, width), -1, dtype=np.int64)
+        for nd in nodes:
+            self.gpu_left[nd.id, : nd.gpus] = FULL
+        # A node that does not declare CPU or memory never runs short of them.
+        self.cpu_cap = np.array([nd.cpu_milli or UNTRACKED for nd in nodes], dtype=np.int64)
+        self.mem_cap = np.array([nd.memory_mib or UNTRACKED for nd in nodes], dtype=np.int64)
+        self.cpu_free = self.cpu_cap.copy()
+        self.mem_free = self.mem_cap.copy()
+        self.whole_free = self.gpu_cap.copy()
+        self.schedulable = np.ones(n, dtype=bool)
+        self.leaf = np.array([nd.leaf for nd in nodes], dtype=np.int64)
+        self.fabric = np.array([fleet.leaves[nd.leaf].fabric for nd in nodes], dtype=np.int64)
+        self.type_names = sorted({nd.gpu.name for nd in nodes if nd.gpu is not None})
+        type_id = {t: i for i, t in enumerate(self.type_names)}
+        self.gpu_type = np.array([type_id[nd.gpu.name] if nd.gpu else -1 for nd in nodes], dtype=np.int64)
+
+        # Cells: (leaf, GPU type) groups, the unit of the fit index.
+        cell_of: dict[tuple[int, int], int] = {}
+        self.cell = np.empty(n, dtype=np.int64)
+        for nd in nodes:
+            key = (nd.leaf, int(self.gpu_type[nd.id]))
+            self.cell[nd.id] = cell_of.setdefault(key, len(cell_of))
+        self.cell_leaf = np.array([k[0] for k in cell_of], dtype=np.int64)
+        self.cell_type = np.array([k[1] for k in cell_of], dtype=np.int64)
+        self.cell_fabric = np.array([fleet.leaves[k[0]].fabric for k in cell_of], dtype=np.int64)
+        self.hist = np.zeros((len(cell_of), width + 1), dtype=np.int64)
+        self.buckets: list[list[SortedList]] = [[SortedList() for _ in range(width + 1)] for _ in cell_of]
+        self.cell_nodes = [np.flatnonzero(self.cell == c) for c in range(len(cell_of))]
+        for nd in nodes:
+            self._index_add(nd.id)
+
+        self.allocations: dict[str, Allocation] = {}
+        self.total_gpus = int(self.gpu_cap.sum())
+        self.used_milli = 0
+
+    # -- the fit index --------------------------------------------------------------------------
+    def _index_add(self, node: int) -> None:
+        if self.schedulable[node] and self.gpu_cap[node] > 0:
+            c, k = self.cell[node], self.whole_free[node]
+            self.hist[c, k] += 1
+            self.buckets[c][k].add(node)
+
+    def _index_remove(self, node: int) -> None:
+        if self.schedulable[node] and self.gpu_cap[node] > 0:
+            c, k = self.cell[node], self.whole_free[node]
+            self.hist[c, k] -= 1
+            self.buckets[c][k].remove(node)
+
+    def cells_for(self, types: tuple[str, ...]) -> np.ndarray:
+        """Cells whose GPU type a job accepts (all cells with GPUs when it names none)."""
+        if not types:
+            return np.flatnonzero(self.cell_type >= 0)
+        ids = [self.type_names.index(t) for t in types if t in self.type_names]
+        return np.flatnonzero(np.isin(self.cell_type, ids))
+
+    def nodes_with(self, cells: np.ndarray, at_least: int) -> np.ndarray:
+        """Per cell, how many schedulable nodes have at least `at_least` wholly free GPUs."""
+        return self.hist[cells, at_least:].sum(axis=1)
+
+    def candidates(self, cell: int, at_least: int):
+        """Nodes of a cell with at least `at_least` free GPUs, tightest fit first, by id."""
+        for k in range(at_least, self.hist.shape[1]):
+            yield from self.buckets[cell][k]
+
+    # -- mutation -------------------------------------------------------------------------------
+    def allocate(self, alloc: Allocation) -> None:
+        if alloc.job_id in self.allocations:
+            raise SchedulingError(f"job {alloc.job_id} is already placed")
+        for node, gpus in zip(alloc.nodes, alloc.gpus):
+            left = self.gpu_left[node]
+            if (left[list(gpus)] < alloc.gpu_milli).any() or self.cpu_free[node] < alloc.cpu_milli \
+                    or self.mem_free[node] < alloc.memory_mib:
+                raise SchedulingError(f"job {alloc.job_id} does not fit on node {node}")
+        for node, gpus in zip(alloc.nodes, alloc.gpus):
+            self._index_remove(node)
+            self.gpu_left[node, list(gpus)] -= alloc.gpu_milli
+            self.cpu_free[node] -= alloc.cpu_milli
+            self.mem_free[node] -= alloc.memory_mib
+            self.whole_free[node] = int((self.gpu_left[node] == FULL).sum())
+            self._index_add(node)
+        self.used_milli += alloc.gpu_milli * sum(len(g) for g in alloc.gpus)
+        self.allocations[alloc.job_id] = alloc
+
+    def release(self, job_id: str) -> Allocation:
+        alloc = self.allocations.pop(job_id)
+        for node, gpus in zip(alloc.nodes, alloc.gpus):
+            self._index_remove(node)
+            self.gpu_left[node, list(gpus)] += alloc.gpu_milli
+            self.cpu_free[node] += alloc.cpu_milli
+            self.mem_free[node] += alloc.memory_mib
+            self.whole_free[node] = int((self.gpu_left[node] == FULL).sum())
+            self._index_add(node)
+        self.used_milli -= alloc.gpu_milli * sum(len(g) for g in alloc.gpus)
+        return alloc
+
+    def set_schedulable(self, node: int, schedulable: bool) -> None:
+        """Cordon (False) or uncordon (True) a node: running work stays, new work goes elsewhere."""
+        if bool(self.schedulable[node]) == schedulable:
+            return
+        if schedulable:
+            self.schedulable[node] = True
+            self._index_add(node)
+        else:
+            self._index_remove(node)
+            self.schedulable[node] = False
+
+    # -- questions ------------------------------------------------------------------------------
+    def fits_cpu_mem(self, node: int, cpu_milli: int, memory_mib: int) -> bool:
+        return self.cpu_free[node] >= cpu_milli and self.mem_free[node] >= memory_mib
+
+    @property
+    def allocated_share(self) -> float:
+        """GPU capacity allocated, 0-1."""
+        return self.used_milli / (self.total_gpus * FULL) if self.total_gpus else 0.0

@@ -1,0 +1,153 @@
+"""The twin's clock: a discrete-event loop feeding a trace to the core scheduler.
+
+The scheduler never sees true durations; the engine knows them and turns each Launch into a
+finish event, at the consolidated speed when the gang sits on as few nodes of one leaf as it
+can, else at the trace's measured spread speed. A preempted job keeps its progress up to its
+last checkpoint (a suspend-to-checkpoint when it names no interval) and pays a restart cost.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from neocloud.errors import SchedulingError
+from neocloud.model.events import Launch, Preempt
+from neocloud.model.fleet import Fleet
+from neocloud.sched.scheduler import Scheduler
+from neocloud.sim.report import JobOutcome, Report, summarise
+from neocloud.sim.trace import Trace, TraceJob
+
+ARRIVE, FINISH, WAKE = 0, 1, 2  # at one instant: arrivals and finishes first, then one pass
+
+
+@dataclass(slots=True)
+class _Run:
+    trace: TraceJob
+    done: float = 0.0  # fraction of the work completed
+    started: float = 0.0
+    duration: float = 0.0  # of the whole job at the current placement's speed
+    overhead: float = 0.0  # restart cost paid at the start of the current run
+    version: int = 0
+    first_start: float | None = None
+    end: float | None = None
+    gpu_s: float = 0.0
+    spread_runs: int = 0
+    preemptions: int = 0
+
+
+def with_estimates(trace: Trace, estimates: str) -> Trace:
+    """The trace with users' estimates: `trace` as given, `perfect` (the truth) or `none`."""
+    if estimates == "trace":
+        return trace
+    if estimates not in ("perfect", "none"):
+        raise SchedulingError(f"unknown estimate model {estimates!r}; choose trace, perfect or none")
+    jobs = [replace(tj, job=replace(tj.job, estimate_s=tj.duration_s if estimates == "perfect" else None))
+            for tj in trace.jobs]
+    return Trace(trace.name, jobs)
+
+
+def simulate(
+    fleet: Fleet,
+    trace: Trace,
+    *,
+    policy: str = "fifo",
+    placement: str = "topo",
+    backfill: bool = True,
+    seed: int = 0,
+    estimates: str = "perfect",
+    restart_overhead_s: float = 10.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
+    wall = time.perf_counter()
+    trace = with_estimates(trace, estimates)
+    sched = Scheduler(fleet, queue=policy, placement=placement, backfill=backfill, seed=seed)
+    runs: dict[str, _Run] = {}
+    heap: list[tuple[float, int, int, str, int]] = []
+    seq = 0
+    for tj in trace.jobs:
+        heap.append((tj.job.submit_s, ARRIVE, seq, tj.job.id, 0))
+        runs[tj.job.id] = _Run(tj)
+        seq += 1
+    heapq.heapify(heap)
+    rejected: list[str] = []
+    events = 0
+    wake_at: float | None = None
+    total = len(heap)
+    finished = 0
+    max_gpus = sched.state.max_gpus
+    leaf = sched.state.leaf
+
+    while heap:
+        now = heap[0][0]
+        while heap and heap[0][0] == now:
+            _, kind, _, job_id, version = heapq.heappop(heap)
+            events += 1
+            if kind == WAKE:
+                wake_at = None
+                continue
+            run = runs[job_id]
+            if kind == ARRIVE:
+                try:
+                    sched.submit(run.trace.job, now)
+                except SchedulingError:
+                    rejected.append(job_id)
+            elif kind == FINISH and version == run.version:
+                run.gpu_s += run.trace.job.gpus * (now - run.started)
+                run.end = now
+                sched.finish(job_id, now)
+                finished += 1
+        for action in sched.schedule(now):
+            run = runs[action.job_id]
+            if isinstance(action, Launch):
+                job = run.trace.job
+                consolidated = len(action.nodes) <= len(job.layout(max_gpus)) and \
+                    len({int(leaf[n]) for n in action.nodes}) == 1
+                run.duration = run.trace.duration_s if consolidated or run.trace.spread_duration_s is None \
+                    else run.trace.spread_duration_s
+                run.spread_runs += not consolidated
+                overhead = restart_overhead_s if run.first_start is not None else 0.0
+                run.first_start = now if run.first_start is None else run.first_start
+                run.started, run.overhead = now, overhead
+                run.version += 1
+                end = now + overhead + (1.0 - run.done) * run.duration
+                heapq.heappush(heap, (end, FINISH, seq, action.job_id, run.version))
+                seq += 1
+            elif isinstance(action, Preempt):
+                run.gpu_s += run.trace.job.gpus * (now - run.started)
+                run.done = _progress_kept(run, now)
+                run.version += 1  # its finish event is void now
+                run.preemptions += 1
+        wake = sched.next_wakeup(now)
+        if wake is not None and (wake_at is None or wake < wake_at):
+            wake_at = wake
+            heapq.heappush(heap, (wake_at, WAKE, seq, "", 0))
+            seq += 1
+        if progress is not None and events % 4096 < 8:
+            progress(finished + len(rejected), total)
+
+    outcomes = [
+        JobOutcome(r.trace.job.id, r.trace.job.gpus, r.trace.job.submit_s, r.first_start, r.end, r.gpu_s,
+                   r.preemptions, r.spread_runs)
+        for r in runs.values()
+    ]
+    return summarise(
+        outcomes, fleet=fleet, trace=trace.name, policy=policy, placement=placement, backfill=backfill,
+        seed=seed, estimates=estimates, rejected=len(rejected), events=events,
+        wall_s=time.perf_counter() - wall, decisions=sched.decisions,
+    )
+
+
+def _progress_kept(run: _Run, now: float) -> float:
+    """Work kept across a preemption: all of it, or up to the last checkpoint if it has one."""
+    ran = max(now - run.started - run.overhead, 0.0)
+    done = min(run.done + ran / run.duration, 1.0) if run.duration > 0 else 1.0
+    interval = run.trace.job.checkpoint_interval_s
+    if interval and run.duration > 0:
+        step = interval / run.duration
+        done = run.done + np.floor((done - run.done) / step) * step
+    return float(done)
