@@ -97,13 +97,11 @@ def take_nodes(state: ClusterState, job: Job, cells, per_node: int, count: int) 
 
 def gang_allocation(state: ClusterState, job: Job, nodes: list[int], layout: tuple[int, ...]) -> Allocation:
     gpus = tuple(
-        tuple(int(g) for g in np.flatnonzero(state.gpu_left[n] == FULL)[:k]) for n, k in zip(nodes, layout)
+        tuple(range(k)) if state.whole_free[n] == state.gpu_cap[n]
+        else tuple(int(g) for g in np.flatnonzero(state.gpu_left[n] == FULL)[:k])
+        for n, k in zip(nodes, layout)
     )
     return Allocation(job.id, tuple(nodes), gpus, FULL, job.cpu_milli, job.memory_mib)
-
-
-def layout_of(state: ClusterState, job: Job) -> tuple[int, ...]:
-    return job.layout(state.max_gpus)
 
 
 # -- policies -----------------------------------------------------------------------------------
@@ -113,7 +111,7 @@ class RandomPlacement:
     name = "random"
 
     def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
-        layout = layout_of(state, job)
+        layout = state.layout(job)
         if len(layout) == 1:
             nodes = feasible_nodes(state, job)
             if len(nodes) == 0:
@@ -142,7 +140,7 @@ class BestFit:
     max_cpu, max_gpu = 128_000, 8 * FULL
 
     def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
-        layout = layout_of(state, job)
+        layout = state.layout(job)
         if len(layout) == 1:
             nodes = feasible_nodes(state, job)
             if len(nodes) == 0:
@@ -179,7 +177,7 @@ class TopologyPacking:
     name = "topo"
 
     def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
-        layout = layout_of(state, job)
+        layout = state.layout(job)
         per_node, count = layout[0], len(layout)
         if count == 1 and (job.fractional or per_node == 0):
             return BestFit().place(state, job, rng)
@@ -203,8 +201,7 @@ class TopologyPacking:
             return None
         # One leaf: the one with the least room that still holds the gang.
         inside = np.flatnonzero(room >= count)
-        if len(inside):
-            best = inside[np.lexsort((cells[inside], room[inside]))][0]
+        for best in inside[np.lexsort((cells[inside], room[inside]))]:
             nodes = take_nodes(state, job, [cells[best]], per_node, count)
             if nodes:
                 return gang_allocation(state, job, nodes, layout)

@@ -8,7 +8,9 @@ the actions out and reports back with events.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 from sortedcontainers import SortedList
@@ -19,7 +21,16 @@ from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job
 from neocloud.sched.placement import Placement, placement as placement_named
 from neocloud.sched.queue import JobRecord, LeastAttainedService, QueuePolicy, queue_policy
-from neocloud.sched.state import ClusterState
+from neocloud.sched.state import FULL, Allocation, ClusterState
+
+
+@dataclass(slots=True)
+class Reservation:
+    """Where and when EASY backfill holds room for the blocked head job."""
+
+    start: float
+    spare: dict[int, int]  # reserved node -> whole GPUs it has beyond the head's need at `start`
+    scanned: int = 0
 
 
 class Scheduler:
@@ -31,6 +42,7 @@ class Scheduler:
         placement: Placement | str = "topo",
         backfill: bool = True,
         backfill_depth: int = 100,
+        preempt_depth: int = 8,
         seed: int = 0,
     ) -> None:
         self.state = ClusterState(fleet)
@@ -38,6 +50,7 @@ class Scheduler:
         self.placement = placement_named(placement) if isinstance(placement, str) else placement
         self.backfill = backfill
         self.backfill_depth = backfill_depth
+        self.preempt_depth = preempt_depth  # blocked jobs a pass tries to make room for
         self.rng = np.random.default_rng(seed)
         self.jobs: dict[str, JobRecord] = {}
         self.running: dict[str, JobRecord] = {}
@@ -46,11 +59,9 @@ class Scheduler:
         self._wakeups: list[tuple[float, str]] = []
         self._seq = 0
         self._dirty = True
+        self._rerank = False  # set when queue ranks may have changed: an arrival or a demotion
         self.decisions = 0
-        self._largest = {t: 0 for t in self.state.type_names}
-        for node in fleet.nodes:
-            if node.gpu is not None:
-                self._largest[node.gpu.name] = self._largest[node.gpu.name] + node.gpus
+        self._seen_version = self.state.version
 
     # -- events ---------------------------------------------------------------------------------
     def submit(self, job: Job, now: float) -> None:
@@ -61,10 +72,15 @@ class Scheduler:
         self._seq += 1
         self.jobs[job.id] = rec
         self.queue.add(rec)
-        self._dirty = True
+        self._dirty = self._rerank = True
 
     def finish(self, job_id: str, now: float, state: str = "COMPLETED") -> None:
-        rec = self.jobs[job_id]
+        """The job ended (or was cancelled). A job that already ended keeps its first outcome."""
+        rec = self.jobs.get(job_id)
+        if rec is None:
+            raise SchedulingError(f"no job {job_id!r}")
+        if rec.state not in ("PENDING", "RUNNING"):
+            return
         if rec.state == "RUNNING":
             self._stop(rec, now)
         elif rec.state == "PENDING":
@@ -79,35 +95,33 @@ class Scheduler:
     def schedule(self, now: float) -> list[Action]:
         """Launch what can run now, in queue order, backfilling behind a reserved head job."""
         actions: list[Action] = []
-        if self.queue.preemptive and len(self.queue):
+        self._demote_due(now)
+        if self.queue.preemptive and self._rerank and len(self.queue):
             actions += self._preempt_for_better_queues(now)
-        if not self._dirty and not actions:
+        self._rerank = False
+        if not self._dirty and not actions and self._seen_version == self.state.version:
             return actions
         self._dirty = False
+        self._seen_version = self.state.version
         launched: list[JobRecord] = []
-        shadow: float | None = None  # when the blocked head job is due to start
-        spare = 0.0  # GPUs free at the shadow time beyond what the head needs
-        scanned = 0
+        head: Reservation | None = None  # the blocked head job's reservation, once there is one
         for rec in self.queue.order(self.usage):
             if self.state.used_milli >= self.state.total_gpus * 1000 and rec.job.gpus > 0:
                 break
-            if shadow is not None:
-                scanned += 1
-                if scanned > self.backfill_depth:
+            if head is None:
+                alloc = self.placement.place(self.state, rec.job, self.rng)
+            else:
+                head.scanned += 1
+                if head.scanned > self.backfill_depth:
                     break
-                est = rec.remaining_estimate(now)
-                if not ((est is not None and now + est <= shadow) or rec.job.gpus <= spare):
-                    continue
-            alloc = self.placement.place(self.state, rec.job, self.rng)
+                alloc = self._backfill(rec, head, now)
             self.decisions += 1
             if alloc is None:
-                if shadow is None:
+                if head is None:
                     if not self.backfill:
                         break
-                    shadow, spare = self._reservation(rec, now)
+                    head = self._reservation(rec, now)
                 continue
-            if shadow is not None and not (est is not None and now + est <= shadow):
-                spare -= rec.job.gpus
             self._start(rec, alloc, now)
             launched.append(rec)
             actions.append(Launch(rec.job.id, alloc.nodes, alloc.gpus))
@@ -117,34 +131,54 @@ class Scheduler:
 
     def next_wakeup(self, now: float) -> float | None:
         """The earliest time after `now` the scheduler wants a Tick (a job changing LAS queue)."""
+        self._demote_due(now)
+        return self._wakeups[0][0] if self._wakeups else None
+
+    def _demote_due(self, now: float) -> None:
+        """Drop wake-ups of jobs no longer running; for those due, rerank and book the next one."""
         while self._wakeups:
             t, job_id = self._wakeups[0]
             rec = self.jobs[job_id]
             if rec.state == "RUNNING" and t > now:
-                return t
+                return
             heapq.heappop(self._wakeups)
             if rec.state == "RUNNING" and isinstance(self.queue, LeastAttainedService):
+                self._rerank = True
                 wake = self.queue.next_demotion(rec, now)
-                if wake is not None and wake > now:
-                    heapq.heappush(self._wakeups, (wake, job_id))
-        return None
+                if wake is not None:
+                    heapq.heappush(self._wakeups, (max(wake, now + 1e-9), job_id))
 
     # -- internals ------------------------------------------------------------------------------
     def _check_satisfiable(self, job: Job) -> None:
-        pool = [self._largest[t] for t in job.gpu_types if t in self._largest] if job.gpu_types \
-            else list(self._largest.values())
-        if job.gpu_types and not pool:
+        """Refuse at submit what no placement could ever give, even on an empty fleet."""
+        state = self.state
+        cells = state.cells_for(job.gpu_types)
+        if len(cells) == 0:
+            wanted = f"GPU type {'|'.join(job.gpu_types)}" if job.gpu_types else "GPUs"
+            raise SchedulingError(f"job {job.id!r} asks for {wanted}, which this fleet does not have; "
+                                  f"it has {', '.join(state.type_names) or 'no GPUs'}")
+        width = state.widest(job.gpu_types)
+        if job.gpus_per_node and job.gpus_per_node > width:
+            raise SchedulingError(f"job {job.id!r} asks for {job.gpus_per_node} GPUs per node but its nodes "
+                                  f"have at most {width}")
+        layout = state.layout(job)
+        best = 0
+        for group in self._groups(cells):
+            nodes = np.concatenate([state.cell_nodes[c] for c in group])
+            ok = (state.gpu_cap[nodes] >= max(layout[0], 1)) & (state.cpu_cap[nodes] >= job.cpu_milli) \
+                & (state.mem_cap[nodes] >= job.memory_mib)
+            best = max(best, int(ok.sum()))
+        if best < len(layout):
+            need = f"{len(layout)} node(s) of {layout[0]} GPUs" if layout[0] else "one node"
+            extra = f" with {job.cpu_milli}m CPU and {job.memory_mib} MiB" if job.cpu_milli or job.memory_mib else ""
             raise SchedulingError(
-                f"job {job.id!r} asks for GPU type {'|'.join(job.gpu_types)}, which this fleet does not have; "
-                f"it has {', '.join(self.state.type_names) or 'no GPUs'}")
-        if job.gpus > max(pool, default=0):
-            raise SchedulingError(
-                f"job {job.id!r} asks for {job.gpus:g} GPUs but the largest pool of one type holds "
-                f"{max(pool, default=0)}; ask for fewer GPUs")
-        if job.gpus_per_node and job.gpus_per_node > self.state.max_gpus:
-            raise SchedulingError(
-                f"job {job.id!r} asks for {job.gpus_per_node} GPUs per node but no node has more "
-                f"than {self.state.max_gpus}")
+                f"job {job.id!r} needs {need}{extra} in one fabric, but the most this fleet has is {best}; "
+                "ask for fewer GPUs or less CPU and memory")
+
+    def _groups(self, cells: np.ndarray) -> list[np.ndarray]:
+        """Cells by (fabric, GPU type): the most one gang can span."""
+        keys = self.state.cell_fabric[cells] * (len(self.state.type_names) + 1) + self.state.cell_type[cells]
+        return [cells[keys == k] for k in np.unique(keys)]
 
     def _start(self, rec: JobRecord, alloc, now: float) -> None:
         self.state.allocate(alloc)
@@ -171,21 +205,76 @@ class Scheduler:
         del self.running[rec.job.id]
         self.usage[rec.job.tenant] -= rec.job.gpus
 
-    def _reservation(self, head: JobRecord, now: float) -> tuple[float, float]:
-        """EASY backfill's shadow time for the head job, and the GPUs spare at that time.
+    def _reservation(self, head: JobRecord, now: float) -> Reservation:
+        """EASY backfill: when and on which nodes the blocked head job will start.
 
-        Counted in GPUs as running jobs' estimates end; a job with no estimate never ends, so
-        with no estimates at all only jobs that fit in the spare GPUs are backfilled.
+        Walks running jobs by estimated end, counting the GPUs each frees, until some fabric
+        has enough nodes for the head's gang. A running job with no estimate never ends, so then
+        the head's start is unknown and only jobs that leave its nodes alone can pass it.
         """
-        free = self.state.total_gpus - self.state.used_milli / 1000
+        state = self.state
+        layout = state.layout(head.job)
+        per_node, count = max(layout[0], 1), len(layout)
+        cells = state.cells_for(head.job.gpu_types)
+        group_of = {int(c): gi for gi, g in enumerate(self._groups(cells)) for c in g}
+        fits = lambda n: state.cpu_cap[n] >= head.job.cpu_milli and state.mem_cap[n] >= head.job.memory_mib  # noqa: E731
+        ready: dict[int, list[int]] = {}
+        for n in (int(n) for c in cells for n in state.candidates(int(c), per_node)):
+            if fits(n):
+                ready.setdefault(group_of[state._cell_of[n]], []).append(n)
+        freed: dict[int, int] = {}
         for end, _, job_id in self._ends:
-            if free >= head.job.gpus:
+            if any(len(nodes) >= count for nodes in ready.values()):
                 break
             if end == float("inf"):
-                return float("inf"), 0.0
-            free += self.running[job_id].job.gpus
+                return Reservation(float("inf"), {})
+            alloc = state.allocations[job_id]
+            for node, gpus in zip(alloc.nodes, alloc.gpus):
+                group = group_of.get(state._cell_of[node])
+                if group is None or not state.schedulable[node] or not fits(node):
+                    continue
+                before = int(state.whole_free[node]) + freed.get(node, 0)
+                freed[node] = freed.get(node, 0) + (len(gpus) if alloc.gpu_milli == FULL else 0)
+                if before < per_node <= before + freed[node]:
+                    ready.setdefault(group, []).append(node)
             now = end
-        return now, free - head.job.gpus
+        for nodes in ready.values():
+            if len(nodes) >= count:
+                spare = {n: int(state.whole_free[n]) + freed.get(n, 0) - per_node for n in nodes[:count]}
+                return Reservation(now, spare)
+        return Reservation(float("inf"), {})
+
+    def _backfill(self, rec: JobRecord, head: Reservation, now: float):
+        """Place a job behind the blocked head only where it cannot delay the head's start.
+
+        A job due to end before the head starts may go anywhere; a longer one may take only the
+        GPUs the head will not need on its reserved nodes, or else stays off those nodes.
+        """
+        if not head.spare:
+            return None  # the head's start is unknown, so nothing may pass it
+        est = rec.remaining_estimate(now)
+        if est is not None and now + est <= head.start:
+            return self.placement.place(self.state, rec.job, self.rng)
+        alloc = self.placement.place(self.state, rec.job, self.rng)
+        if alloc is not None and not self._takes_reserved(alloc, head):
+            return alloc
+        with self.state.withheld(head.spare):
+            return self.placement.place(self.state, rec.job, self.rng)
+
+    def _takes_reserved(self, alloc: Allocation, head: Reservation) -> bool:
+        """Whether `alloc` eats into GPUs held for the head; if not, count what it uses of the spare."""
+        taken = {n: self._whole_gpus_taken(alloc, i) for i, n in enumerate(alloc.nodes) if n in head.spare}
+        if any(k > head.spare[n] for n, k in taken.items()):
+            return True
+        for n, k in taken.items():
+            head.spare[n] -= k
+        return False
+
+    def _whole_gpus_taken(self, alloc: Allocation, i: int) -> int:
+        if alloc.gpu_milli == FULL:
+            return len(alloc.gpus[i])
+        left = self.state.gpu_left[alloc.nodes[i]]
+        return sum(1 for g in alloc.gpus[i] if left[g] == FULL)
 
     def _preempt_for_better_queues(self, now: float) -> list[Action]:
         """LAS: a blocked job displaces running jobs from worse queues when that makes it fit."""
@@ -193,11 +282,15 @@ class Scheduler:
         las = self.queue
         actions: list[Action] = []
         worst_first = sorted(self.running.values(), key=lambda r: las.running_key(r, now), reverse=True)
-        for rec in list(self.queue.order(self.usage)):
+        blocked = 0
+        for rec in list(itertools.islice(self.queue.order(self.usage), self.backfill_depth)):
             if not worst_first or las.running_key(worst_first[0], now)[:2] <= rec.key[:2]:
                 break  # nobody running sits in a worse queue than this job or any after it
             if self.placement.place(self.state, rec.job, self.rng) is not None:
                 continue
+            blocked += 1
+            if blocked > self.preempt_depth:
+                break
             taken = []
             fits = False
             while worst_first and las.running_key(worst_first[0], now)[:2] > rec.key[:2]:

@@ -8,6 +8,8 @@ GPUs fit, inside which leaf or fabric" is then a sum over cells, never a scan ov
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +17,7 @@ from sortedcontainers import SortedList
 
 from neocloud.errors import SchedulingError
 from neocloud.model.fleet import Fleet
+from neocloud.model.job import Job
 
 FULL = 1000  # milli-GPU in one GPU
 UNTRACKED = 1 << 48
@@ -75,32 +78,55 @@ class ClusterState:
         self.hist = np.zeros((len(cell_of), width + 1), dtype=np.int64)
         self.buckets: list[list[SortedList]] = [[SortedList() for _ in range(width + 1)] for _ in cell_of]
         self.cell_nodes = [np.flatnonzero(self.cell == c) for c in range(len(cell_of))]
+        self._cell_of: list[int] = self.cell.tolist()
+        self._indexed: list[bool] = (self.gpu_cap > 0).tolist()  # schedulable nodes with GPUs
         for nd in nodes:
             self._index_add(nd.id)
 
+        self._cells_for: dict[tuple[str, ...], np.ndarray] = {}
+        self._widest: dict[tuple[str, ...], int] = {}
+        self.version = 0  # bumped when capacity comes back (uncordon), so a scheduler knows to look
         self.allocations: dict[str, Allocation] = {}
         self.total_gpus = int(self.gpu_cap.sum())
         self.used_milli = 0
 
     # -- the fit index --------------------------------------------------------------------------
     def _index_add(self, node: int) -> None:
-        if self.schedulable[node] and self.gpu_cap[node] > 0:
-            c, k = self.cell[node], self.whole_free[node]
+        if self._indexed[node]:
+            c, k = self._cell_of[node], int(self.whole_free[node])
             self.hist[c, k] += 1
             self.buckets[c][k].add(node)
 
     def _index_remove(self, node: int) -> None:
-        if self.schedulable[node] and self.gpu_cap[node] > 0:
-            c, k = self.cell[node], self.whole_free[node]
+        if self._indexed[node]:
+            c, k = self._cell_of[node], int(self.whole_free[node])
             self.hist[c, k] -= 1
             self.buckets[c][k].remove(node)
 
     def cells_for(self, types: tuple[str, ...]) -> np.ndarray:
         """Cells whose GPU type a job accepts (all cells with GPUs when it names none)."""
-        if not types:
-            return np.flatnonzero(self.cell_type >= 0)
-        ids = [self.type_names.index(t) for t in types if t in self.type_names]
-        return np.flatnonzero(np.isin(self.cell_type, ids))
+        cells = self._cells_for.get(types)
+        if cells is None:
+            if types:
+                ids = [self.type_names.index(t) for t in types if t in self.type_names]
+                cells = np.flatnonzero(np.isin(self.cell_type, ids))
+            else:
+                cells = np.flatnonzero(self.cell_type >= 0)
+            self._cells_for[types] = cells
+        return cells
+
+    def widest(self, types: tuple[str, ...]) -> int:
+        """GPUs on the largest node of the types a job accepts: how wide its gang's nodes can be."""
+        width = self._widest.get(types)
+        if width is None:
+            cells = self.cells_for(types)
+            width = max((int(self.gpu_cap[self.cell_nodes[c]].max()) for c in cells), default=0)
+            self._widest[types] = width
+        return width
+
+    def layout(self, job: Job) -> tuple[int, ...]:
+        """GPUs on each node of the job's gang, on the widest nodes it may use."""
+        return job.layout(max(self.widest(job.gpu_types), 1))
 
     def nodes_with(self, cells: np.ndarray, at_least: int) -> np.ndarray:
         """Per cell, how many schedulable nodes have at least `at_least` wholly free GPUs."""
@@ -115,32 +141,31 @@ class ClusterState:
     def allocate(self, alloc: Allocation) -> None:
         if alloc.job_id in self.allocations:
             raise SchedulingError(f"job {alloc.job_id} is already placed")
+        nodes, rows, cols = _coordinates(alloc)
         for node, gpus in zip(alloc.nodes, alloc.gpus):
-            left = self.gpu_left[node]
-            if (left[list(gpus)] < alloc.gpu_milli).any() or self.cpu_free[node] < alloc.cpu_milli \
-                    or self.mem_free[node] < alloc.memory_mib:
-                raise SchedulingError(f"job {alloc.job_id} does not fit on node {node}")
-        for node, gpus in zip(alloc.nodes, alloc.gpus):
-            self._index_remove(node)
-            self.gpu_left[node, list(gpus)] -= alloc.gpu_milli
-            self.cpu_free[node] -= alloc.cpu_milli
-            self.mem_free[node] -= alloc.memory_mib
-            self.whole_free[node] = int((self.gpu_left[node] == FULL).sum())
-            self._index_add(node)
-        self.used_milli += alloc.gpu_milli * sum(len(g) for g in alloc.gpus)
+            if len(set(gpus)) != len(gpus) or any(not 0 <= g < self.gpu_cap[node] for g in gpus):
+                raise SchedulingError(f"job {alloc.job_id}: GPUs {list(gpus)} are not distinct GPUs of node {node}")
+        if (self.gpu_left[rows, cols] < alloc.gpu_milli).any() or (self.cpu_free[nodes] < alloc.cpu_milli).any() \
+                or (self.mem_free[nodes] < alloc.memory_mib).any():
+            raise SchedulingError(f"job {alloc.job_id} does not fit on nodes {list(alloc.nodes)}")
+        self._apply(alloc, nodes, rows, cols, -1)
         self.allocations[alloc.job_id] = alloc
 
     def release(self, job_id: str) -> Allocation:
         alloc = self.allocations.pop(job_id)
-        for node, gpus in zip(alloc.nodes, alloc.gpus):
-            self._index_remove(node)
-            self.gpu_left[node, list(gpus)] += alloc.gpu_milli
-            self.cpu_free[node] += alloc.cpu_milli
-            self.mem_free[node] += alloc.memory_mib
-            self.whole_free[node] = int((self.gpu_left[node] == FULL).sum())
-            self._index_add(node)
-        self.used_milli -= alloc.gpu_milli * sum(len(g) for g in alloc.gpus)
+        self._apply(alloc, *_coordinates(alloc), +1)
         return alloc
+
+    def _apply(self, alloc: Allocation, nodes: np.ndarray, rows: np.ndarray, cols: np.ndarray, sign: int) -> None:
+        for node in alloc.nodes:
+            self._index_remove(node)
+        self.gpu_left[rows, cols] += sign * alloc.gpu_milli
+        self.cpu_free[nodes] += sign * alloc.cpu_milli
+        self.mem_free[nodes] += sign * alloc.memory_mib
+        self.whole_free[nodes] = (self.gpu_left[nodes] == FULL).sum(axis=1)
+        for node in alloc.nodes:
+            self._index_add(node)
+        self.used_milli -= sign * alloc.gpu_milli * len(cols)  # sign is that of the free capacity
 
     def set_schedulable(self, node: int, schedulable: bool) -> None:
         """Cordon (False) or uncordon (True) a node: running work stays, new work goes elsewhere."""
@@ -148,10 +173,29 @@ class ClusterState:
             return
         if schedulable:
             self.schedulable[node] = True
+            self._indexed[node] = bool(self.gpu_cap[node] > 0)
             self._index_add(node)
+            self.version += 1
         else:
             self._index_remove(node)
             self.schedulable[node] = False
+            self._indexed[node] = False
+
+    @contextmanager
+    def withheld(self, nodes: Iterable[int]) -> Iterator[None]:
+        """Hide nodes from placement for a moment (EASY backfill keeps the head's nodes free)."""
+        hidden = [n for n in nodes if self.schedulable[n]]
+        for n in hidden:
+            self._index_remove(n)
+            self._indexed[n] = False
+            self.schedulable[n] = False
+        try:
+            yield
+        finally:
+            for n in hidden:
+                self._indexed[n] = True
+                self.schedulable[n] = True
+                self._index_add(n)
 
     # -- questions ------------------------------------------------------------------------------
     def fits_cpu_mem(self, node: int, cpu_milli: int, memory_mib: int) -> bool:
@@ -161,3 +205,11 @@ class ClusterState:
     def allocated_share(self) -> float:
         """GPU capacity allocated, 0-1."""
         return self.used_milli / (self.total_gpus * FULL) if self.total_gpus else 0.0
+
+
+def _coordinates(alloc: Allocation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The allocation's nodes, and (node, GPU) index pairs of every GPU it holds."""
+    nodes = np.fromiter(alloc.nodes, dtype=np.int64, count=len(alloc.nodes))
+    rows = np.repeat(nodes, [len(g) for g in alloc.gpus])
+    cols = np.fromiter((g for gs in alloc.gpus for g in gs), dtype=np.int64, count=len(rows))
+    return nodes, rows, cols

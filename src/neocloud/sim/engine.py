@@ -51,6 +51,16 @@ def with_estimates(trace: Trace, estimates: str) -> Trace:
     return Trace(trace.name, jobs)
 
 
+def with_arrival_scale(trace: Trace, scale: float) -> Trace:
+    """The trace with every arrival time multiplied by `scale`: < 1 compresses it into more load."""
+    if scale <= 0:
+        raise SchedulingError(f"arrival scale must be above 0, got {scale:g}")
+    if scale == 1:
+        return trace
+    jobs = [replace(tj, job=replace(tj.job, submit_s=tj.job.submit_s * scale)) for tj in trace.jobs]
+    return Trace(trace.name, jobs)
+
+
 def simulate(
     fleet: Fleet,
     trace: Trace,
@@ -79,7 +89,6 @@ def simulate(
     wake_at: float | None = None
     total = len(heap)
     finished = 0
-    max_gpus = sched.state.max_gpus
     leaf = sched.state.leaf
 
     while heap:
@@ -105,7 +114,7 @@ def simulate(
             run = runs[action.job_id]
             if isinstance(action, Launch):
                 job = run.trace.job
-                consolidated = len(action.nodes) <= len(job.layout(max_gpus)) and \
+                consolidated = len(action.nodes) <= len(sched.state.layout(job)) and \
                     len({int(leaf[n]) for n in action.nodes}) == 1
                 run.duration = run.trace.duration_s if consolidated or run.trace.spread_duration_s is None \
                     else run.trace.spread_duration_s

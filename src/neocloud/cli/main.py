@@ -1,0 +1,140 @@
+"""`neocloud`: the command line. Parses, calls the core or the twin, renders; decides nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from neocloud.errors import NeocloudError
+
+app = typer.Typer(help="neocloud: an open control plane for GPU clouds.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+fleet_app = typer.Typer(help="Fleets: sites, fabrics, leaves, nodes.", no_args_is_help=True)
+trace_app = typer.Typer(help="Workload traces for the twin.", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(trace_app, name="trace")
+console = Console()
+err = Console(stderr=True)
+
+
+def main() -> None:
+    """Entry point: user errors print as one line that says what to fix, never a traceback."""
+    try:
+        app()
+    except NeocloudError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+def _progress(label: str) -> Progress:
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+@fleet_app.command("show")
+def fleet_show(fleet: Annotated[Path, typer.Argument(help="Fleet YAML file, or an openb node list CSV.")]) -> None:
+    """Print the fleet: sites and MW, fabrics and leaves, GPUs by type, power drawn."""
+    from neocloud.cli.fleet_view import fleet_summary
+    from neocloud.fleet.loader import load_fleet
+
+    console.print(fleet_summary(load_fleet(fleet)))
+
+
+@trace_app.command("synth")
+def trace_synth(
+    out: Annotated[Path, typer.Option(help="Where to write the trace (.csv or .jsonl, native format).")],
+    jobs: Annotated[int, typer.Option(help="Number of jobs.")] = 10_000,
+    profile: Annotated[str, typer.Option(help="philly, llm or mixed.")] = "philly",
+    seed: Annotated[int, typer.Option()] = 0,
+    fleet_gpus: Annotated[int, typer.Option(help="GPUs of the fleet the load is sized for.")] = 10_000,
+    load: Annotated[float, typer.Option(help="Offered load, GPU-time asked over GPU-time available.")] = 0.8,
+    gpus_per_node: Annotated[int, typer.Option()] = 8,
+) -> None:
+    """Write a synthetic trace calibrated on published cluster statistics (see docs/traces.md)."""
+    from neocloud.sim.synth import synthesize
+    from neocloud.sim.traces import write_native
+
+    trace = synthesize(jobs, seed=seed, profile=profile, fleet_gpus=fleet_gpus, load=load,
+                       gpus_per_node=gpus_per_node)
+    write_native(trace, out)
+    console.print(f"wrote {len(trace):,} jobs ({profile}, seed {seed}) to {out}")
+
+
+@app.command()
+def simulate(
+    fleet: Annotated[Path, typer.Option(help="Fleet YAML file, or an openb node list CSV.")],
+    trace: Annotated[Path, typer.Option(help="Trace file.")],
+    trace_format: Annotated[Optional[str], typer.Option(help="openb, gavel, tiresias or native (guessed if unset).")] = None,
+    policy: Annotated[str, typer.Option(help="Queue policy: fifo, sjf, las, fair.")] = "fifo",
+    placement: Annotated[str, typer.Option(help="Placement: random, bestfit, topo.")] = "topo",
+    backfill: Annotated[bool, typer.Option(help="EASY backfill behind the blocked head job.")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    estimates: Annotated[str, typer.Option(help="Users' run-time estimates: perfect, none or trace.")] = "perfect",
+    arrival_scale: Annotated[float, typer.Option(help="Multiply arrival times (< 1 adds load).")] = 1.0,
+    inflate: Annotated[Optional[float], typer.Option(help="Fragmentation experiment: fill to X x GPU capacity, no departures.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the report as JSON here.")] = None,
+) -> None:
+    """Replay a trace through the scheduler on a simulated clock and report JCT, waits, utilisation."""
+    from neocloud.fleet.loader import load_fleet
+    from neocloud.sim.traces import load_trace
+
+    the_fleet = load_fleet(fleet)
+    the_trace = load_trace(trace, trace_format)
+    with _progress("simulating") as bar:
+        task = bar.add_task("sim", total=len(the_trace))
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        if inflate is not None:
+            report = _inflate(the_fleet, the_trace, policy, placement, seed, inflate, tick)
+        else:
+            from neocloud.sim.engine import simulate as run, with_arrival_scale
+
+            report = run(the_fleet, with_arrival_scale(the_trace, arrival_scale), policy=policy,
+                         placement=placement, backfill=backfill, seed=seed, estimates=estimates,
+                         progress=tick).to_dict()
+            report["arrival_scale"] = arrival_scale
+    _print_report(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report written to {out}")
+
+
+def _inflate(fleet, trace, policy: str, placement: str, seed: int, inflate: float, tick) -> dict:
+    from neocloud.sched.placement import placement as placement_named
+    from neocloud.sim.inflate import run_inflate
+
+    if inflate <= 0:
+        raise NeocloudError(f"--inflate must be above 0, got {inflate:g}")
+    res = run_inflate(fleet, [tj.job for tj in trace.jobs], placement_named(placement), inflate=inflate,
+                      seed=seed, progress=tick)
+    return {
+        "policy": policy, "placement": placement, "seed": seed, "trace": trace.name, "fleet": fleet.name,
+        "inflate": inflate, "jobs_submitted": res.pods_arrived, "jobs_completed": res.pods_placed,
+        "jobs_dropped": res.pods_arrived - res.pods_placed,
+        "avg_jct_s": None, "p50_jct_s": None, "p99_jct_s": None, "avg_wait_s": None, "p99_wait_s": None,
+        "makespan_s": None, "gpu_utilization": res.final / 100, "wall_s": res.wall_s,
+        "events": res.pods_arrived, "allocation_at": res.allocation_at,
+    }
+
+
+def _print_report(report: dict) -> None:
+    table = Table(title=f"{report['trace']} on {report['fleet']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in report.items():
+        if key == "allocation_at":
+            marks = [k for k in ("50", "80", "100", "110", "120", "130") if k in value]
+            value = "  ".join(f"{k}%→{value[k]:.2f}%" for k in marks)
+        elif isinstance(value, float):
+            value = f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
+        table.add_row(key, str(value))
+    console.print(table)
