@@ -70,17 +70,7 @@ def _pick_best(scores: np.ndarray, rng: np.random.Generator) -> int:
 # -- gangs --------------------------------------------------------------------------------------
 def gang_groups(state: ClusterState, job: Job, per_node: int, count: int) -> list[np.ndarray]:
     """Cells grouped by (fabric, GPU type) that together have room for the gang."""
-    cells = state.cells_for(job.gpu_types)
-    if len(cells) == 0:
-        return []
-    room = state.nodes_with(cells, per_node)
-    keys = state.cell_fabric[cells] * (len(state.type_names) + 1) + state.cell_type[cells]
-    groups = []
-    for key in np.unique(keys):
-        mine = keys == key
-        if room[mine].sum() >= count:
-            groups.append(cells[mine])
-    return groups
+    return [g for g in state.groups_for(job.gpu_types) if state.nodes_with(g, per_node).sum() >= count]
 
 
 def take_nodes(state: ClusterState, job: Job, cells, per_node: int, count: int) -> list[int] | None:

@@ -62,6 +62,8 @@ class Scheduler:
         self._rerank = False  # set when queue ranks may have changed: an arrival or a demotion
         self.decisions = 0
         self._seen_version = self.state.version
+        self._running_version = 0  # bumped whenever a job starts or stops
+        self._reserved: tuple[tuple[int, int], tuple[float, dict[int, int]]] | None = None
 
     # -- events ---------------------------------------------------------------------------------
     def submit(self, job: Job, now: float) -> None:
@@ -105,8 +107,9 @@ class Scheduler:
         self._seen_version = self.state.version
         launched: list[JobRecord] = []
         head: Reservation | None = None  # the blocked head job's reservation, once there is one
+        capacity = self.state.total_gpus * FULL
         for rec in self.queue.order(self.usage):
-            if self.state.used_milli >= self.state.total_gpus * 1000 and rec.job.gpus > 0:
+            if self.state.used_milli >= capacity and rec.job.gpus > 0:
                 break
             if head is None:
                 alloc = self.placement.place(self.state, rec.job, self.rng)
@@ -114,6 +117,8 @@ class Scheduler:
                 head.scanned += 1
                 if head.scanned > self.backfill_depth:
                     break
+                if rec.job.gpu_milli > capacity - self.state.used_milli:
+                    continue  # cannot fit anywhere now; not worth a placement
                 alloc = self._backfill(rec, head, now)
             self.decisions += 1
             if alloc is None:
@@ -163,7 +168,7 @@ class Scheduler:
                                   f"have at most {width}")
         layout = state.layout(job)
         best = 0
-        for group in self._groups(cells):
+        for group in state.groups_for(job.gpu_types):
             nodes = np.concatenate([state.cell_nodes[c] for c in group])
             ok = (state.gpu_cap[nodes] >= max(layout[0], 1)) & (state.cpu_cap[nodes] >= job.cpu_milli) \
                 & (state.mem_cap[nodes] >= job.memory_mib)
@@ -175,13 +180,9 @@ class Scheduler:
                 f"job {job.id!r} needs {need}{extra} in one fabric, but the most this fleet has is {best}; "
                 "ask for fewer GPUs or less CPU and memory")
 
-    def _groups(self, cells: np.ndarray) -> list[np.ndarray]:
-        """Cells by (fabric, GPU type): the most one gang can span."""
-        keys = self.state.cell_fabric[cells] * (len(self.state.type_names) + 1) + self.state.cell_type[cells]
-        return [cells[keys == k] for k in np.unique(keys)]
-
-    def _start(self, rec: JobRecord, alloc, now: float) -> None:
+    def _start(self, rec: JobRecord, alloc: Allocation, now: float) -> None:
         self.state.allocate(alloc)
+        self._running_version += 1
         rec.state = "RUNNING"
         rec.started_s = now
         if rec.first_start_s is None:
@@ -199,6 +200,7 @@ class Scheduler:
         est = rec.remaining_estimate(rec.started_s)
         self._ends.remove((rec.started_s + est if est is not None else float("inf"), rec.seq, rec.job.id))
         self.state.release(rec.job.id)
+        self._running_version += 1
         rec.attained_gpu_s = rec.attained(now)
         rec.ran_s += now - rec.started_s
         rec.started_s = None
@@ -210,39 +212,52 @@ class Scheduler:
 
         Walks running jobs by estimated end, counting the GPUs each frees, until some fabric
         has enough nodes for the head's gang. A running job with no estimate never ends, so then
-        the head's start is unknown and only jobs that leave its nodes alone can pass it.
+        the head's start is unknown and nothing may pass it. Kept until the running set changes.
         """
+        key = (head.seq, self._running_version)
+        if self._reserved is None or self._reserved[0] != key:
+            self._reserved = (key, self._compute_reservation(head, now))
+        start, spare = self._reserved[1]
+        return Reservation(start, dict(spare))
+
+    def _compute_reservation(self, head: JobRecord, now: float) -> tuple[float, dict[int, int]]:
         state = self.state
         layout = state.layout(head.job)
         per_node, count = max(layout[0], 1), len(layout)
-        cells = state.cells_for(head.job.gpu_types)
-        group_of = {int(c): gi for gi, g in enumerate(self._groups(cells)) for c in g}
-        fits = lambda n: state.cpu_cap[n] >= head.job.cpu_milli and state.mem_cap[n] >= head.job.memory_mib  # noqa: E731
-        ready: dict[int, list[int]] = {}
-        for n in (int(n) for c in cells for n in state.candidates(int(c), per_node)):
-            if fits(n):
-                ready.setdefault(group_of[state._cell_of[n]], []).append(n)
+        groups = state.groups_for(head.job.gpu_types)
+        group_of = {int(c): gi for gi, g in enumerate(groups) for c in g}
+        eligible = state.schedulable & (state.cpu_cap >= head.job.cpu_milli) & (state.mem_cap >= head.job.memory_mib)
+        exact = bool(head.job.cpu_milli or head.job.memory_mib)  # the fit index does not see CPU/memory caps
+        if exact:
+            ready = [sum(1 for c in g for n in state.candidates(int(c), per_node) if eligible[n]) for g in groups]
+        else:
+            ready = [int(state.nodes_with(g, per_node).sum()) for g in groups]
+        crossing: list[list[int]] = [[] for _ in groups]  # nodes that reach per_node free GPUs in time
         freed: dict[int, int] = {}
+        at = now
         for end, _, job_id in self._ends:
-            if any(len(nodes) >= count for nodes in ready.values()):
+            if max(ready, default=0) >= count:
                 break
             if end == float("inf"):
-                return Reservation(float("inf"), {})
+                return float("inf"), {}
             alloc = state.allocations[job_id]
+            whole = alloc.gpu_milli == FULL
             for node, gpus in zip(alloc.nodes, alloc.gpus):
                 group = group_of.get(state._cell_of[node])
-                if group is None or not state.schedulable[node] or not fits(node):
+                if group is None or not eligible[node] or not whole:
                     continue
                 before = int(state.whole_free[node]) + freed.get(node, 0)
-                freed[node] = freed.get(node, 0) + (len(gpus) if alloc.gpu_milli == FULL else 0)
-                if before < per_node <= before + freed[node]:
-                    ready.setdefault(group, []).append(node)
-            now = end
-        for nodes in ready.values():
-            if len(nodes) >= count:
-                spare = {n: int(state.whole_free[n]) + freed.get(n, 0) - per_node for n in nodes[:count]}
-                return Reservation(now, spare)
-        return Reservation(float("inf"), {})
+                freed[node] = freed.get(node, 0) + len(gpus)
+                if before < per_node <= before + len(gpus):
+                    ready[group] += 1
+                    crossing[group].append(node)
+            at = end
+        best = next((g for g, r in enumerate(ready) if r >= count), None)
+        if best is None:
+            return float("inf"), {}
+        now_free = (n for c in groups[best] for n in state.candidates(int(c), per_node) if eligible[n])
+        nodes = list(itertools.islice(itertools.chain(now_free, crossing[best]), count))
+        return at, {n: int(state.whole_free[n]) + freed.get(n, 0) - per_node for n in nodes}
 
     def _backfill(self, rec: JobRecord, head: Reservation, now: float):
         """Place a job behind the blocked head only where it cannot delay the head's start.
@@ -256,8 +271,8 @@ class Scheduler:
         if est is not None and now + est <= head.start:
             return self.placement.place(self.state, rec.job, self.rng)
         alloc = self.placement.place(self.state, rec.job, self.rng)
-        if alloc is not None and not self._takes_reserved(alloc, head):
-            return alloc
+        if alloc is None or not self._takes_reserved(alloc, head):
+            return alloc  # no room at all, or room that leaves the head's GPUs alone
         with self.state.withheld(head.spare):
             return self.placement.place(self.state, rec.job, self.rng)
 
