@@ -201,8 +201,9 @@ def test_cpu_and_memory_are_respected_single(name: str) -> None:
     for seed in range(5):
         alloc = placement(name).place(state, Job("j", 1, cpu_milli=8_000, memory_mib=32_768), rng(seed))
         assert alloc is not None and alloc.nodes == (4,)
-    for i in range(8):  # fill node 4's CPU: 8 x 8 cores
-        assert place_and_take(state, placement(name), Job(f"c{i}", 0.1, cpu_milli=8_000)) is not None
+    for i in range(8):  # fill node 4's CPU: 8 x 8 cores (node 3 lacks the memory)
+        job = Job(f"c{i}", 0.1, cpu_milli=8_000, memory_mib=16_385)
+        assert place_and_take(state, placement(name), job) is not None
     assert state.cpu_free[4] == 0
     assert placement(name).place(state, Job("k", 1, cpu_milli=8_000, memory_mib=32_768), rng()) is None
 

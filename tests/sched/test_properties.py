@@ -28,7 +28,7 @@ from neocloud.sched.state import FULL, ClusterState
 from tests.conftest import custom_fleet
 
 GPU_TYPES = ("H100-SXM", "A100-SXM", "L40S")
-PLACEMENTS = ("random", "bestfit", "topo")
+PLACEMENTS = ("random", "bestfit", "topo", "fgd", "neocloud")
 QUEUES = ("fifo", "sjf", "las", "fair")
 
 SETTINGS = settings(

@@ -105,11 +105,11 @@ def test_las_levels_and_demotion_time() -> None:
     rec = JobRecord(Job("j", 4), 0)
     rec.started_s = 100.0
     assert rec.attained(200.0) == 400.0
-    assert las.next_demotion(rec, 100.0) == pytest.approx(100.0 + 3_600 / 4)
+    assert las.next_review(rec, 100.0) == pytest.approx(100.0 + 3_600 / 4)
     rec.attained_gpu_s = 5_000.0
-    assert las.next_demotion(rec, 100.0) == pytest.approx(100.0 + 31_000 / 4)
+    assert las.next_review(rec, 100.0) == pytest.approx(100.0 + 31_000 / 4)
     rec.attained_gpu_s = 40_000.0
-    assert las.next_demotion(rec, 100.0) is None
+    assert las.next_review(rec, 100.0) is None
 
 
 def test_las_new_job_preempts_a_demoted_one() -> None:

@@ -54,8 +54,9 @@ def numbers(report: Report) -> dict:
 # -- the whole run ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(("policy", "placement"), [
     ("fifo", "topo"), ("sjf", "bestfit"), ("las", "random"), ("fair", "topo"), ("las", "topo"),
+    ("neocloud", "topo"),
 ])
-@pytest.mark.parametrize("estimates", ["trace", "perfect"])
+@pytest.mark.parametrize("estimates", ["trace", "perfect", "noisy"])
 def test_deterministic_for_a_seed_and_completes_everything(policy: str, placement: str, estimates: str) -> None:
     trace = random_trace(1)
     a = simulate(fleet(), trace, policy=policy, placement=placement, seed=3, estimates=estimates)
@@ -209,6 +210,16 @@ def test_with_estimates() -> None:
     assert trace.jobs[0].job.estimate_s == 5.0  # the input is left alone
     with pytest.raises(SchedulingError, match="unknown estimate model 'psychic'"):
         with_estimates(trace, "psychic")
+
+
+def test_noisy_estimates_are_seeded_log_normal_errors() -> None:
+    trace = Trace("t", [TraceJob(Job(f"j{i}", 1), 1_000.0) for i in range(2_000)])
+    a = [tj.job.estimate_s for tj in with_estimates(trace, "noisy", seed=1).jobs]
+    assert a == [tj.job.estimate_s for tj in with_estimates(trace, "noisy", seed=1).jobs]
+    assert a != [tj.job.estimate_s for tj in with_estimates(trace, "noisy", seed=2).jobs]
+    ratios = np.log(np.array(a) / 1_000.0)
+    assert abs(float(np.median(ratios))) < 0.1  # unbiased in the median
+    assert 0.9 < float(np.std(ratios)) < 1.1  # off by e either way at one sigma
 
 
 def test_estimates_steer_backfill() -> None:

@@ -17,8 +17,10 @@ app = typer.Typer(help="neocloud: an open control plane for GPU clouds.", no_arg
                   pretty_exceptions_enable=False, add_completion=False)
 fleet_app = typer.Typer(help="Fleets: sites, fabrics, leaves, nodes.", no_args_is_help=True)
 trace_app = typer.Typer(help="Workload traces for the twin.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks of the core.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(trace_app, name="trace")
+app.add_typer(bench_app, name="bench")
 console = Console()
 err = Console(stderr=True)
 
@@ -71,11 +73,11 @@ def simulate(
     fleet: Annotated[Path, typer.Option(help="Fleet YAML file, or an openb node list CSV.")],
     trace: Annotated[Path, typer.Option(help="Trace file.")],
     trace_format: Annotated[Optional[str], typer.Option(help="openb, gavel, tiresias or native (guessed if unset).")] = None,
-    policy: Annotated[str, typer.Option(help="Queue policy: fifo, sjf, las, fair.")] = "fifo",
+    policy: Annotated[str, typer.Option(help="Queue policy: fifo, sjf, las, fair, neocloud.")] = "fifo",
     placement: Annotated[str, typer.Option(help="Placement: random, bestfit, topo.")] = "topo",
     backfill: Annotated[bool, typer.Option(help="EASY backfill behind the blocked head job.")] = True,
     seed: Annotated[int, typer.Option()] = 0,
-    estimates: Annotated[str, typer.Option(help="Users' run-time estimates: perfect, none or trace.")] = "perfect",
+    estimates: Annotated[str, typer.Option(help="Users' run-time estimates: perfect, noisy, none or trace.")] = "perfect",
     arrival_scale: Annotated[float, typer.Option(help="Multiply arrival times (< 1 adds load).")] = 1.0,
     inflate: Annotated[Optional[float], typer.Option(help="Fragmentation experiment: fill to X x GPU capacity, no departures.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the report as JSON here.")] = None,
@@ -106,6 +108,57 @@ def simulate(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"report written to {out}")
+
+
+@bench_app.command("scheduler")
+def bench_scheduler(
+    nodes: Annotated[int, typer.Option(help="Nodes in the fleet (leaves of 32, fabrics of 64 leaves).")] = 12_500,
+    gpus_per_node: Annotated[int, typer.Option(help="GPUs on each node.")] = 8,
+    pending: Annotated[int, typer.Option(help="Pending jobs (gangs of 1-512 GPUs) to place.")] = 10_000,
+    fill: Annotated[float, typer.Option(help="Share of GPUs held by running jobs before measuring.")] = 0.85,
+    step: Annotated[Optional[float], typer.Option(
+        help="Free this share of GPUs before each pass, keeping the fleet saturated (default: back to --fill).")] = None,
+    placement: Annotated[str, typer.Option(help="Placement: random, bestfit, topo.")] = "topo",
+    policy: Annotated[str, typer.Option(help="Queue policy: fifo, sjf, las, fair, neocloud.")] = "fifo",
+    backfill: Annotated[bool, typer.Option(help="EASY backfill behind the blocked head job.")] = True,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:
+    """Fill a fleet to a realistic mix, then time every placement decision and scheduling pass."""
+    from neocloud.sim.schedbench import run_scheduler_bench
+
+    with _progress("benchmarking") as bar:
+        tasks: dict[str, object] = {}
+
+        def tick(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done, total=total, description=phase)
+
+        result = run_scheduler_bench(nodes, gpus_per_node, pending, seed=seed, placement=placement,
+                                     policy=policy, backfill=backfill, fill=fill, step=step, progress=tick)
+    table = Table(title=f"scheduler: {result['gpus']:,} GPUs, {pending:,} pending, {placement}/{policy}",
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in result.items():
+        if key == "per_gang_size":
+            continue
+        if isinstance(value, float):
+            value = f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
+        table.add_row(key, str(value))
+    console.print(table)
+    sizes = Table(title="decision latency by gang size (GPUs, rounded up to a power of two)")
+    for col in ("GPUs", "decisions", "p50 ms", "p99 ms", "max ms"):
+        sizes.add_column(col, justify="right")
+    for size, row in result["per_gang_size"].items():
+        sizes.add_row(size, f"{row['decisions']:,}", f"{row['p50_ms']:.3f}", f"{row['p99_ms']:.3f}",
+                      f"{row['max_ms']:.3f}")
+    console.print(sizes)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"results written to {out}")
 
 
 def _inflate(fleet, trace, policy: str, placement: str, seed: int, inflate: float, tick) -> dict:

@@ -207,6 +207,12 @@ class TopologyPacking:
 
 PLACEMENTS: dict[str, type] = {p.name: p for p in (RandomPlacement, BestFit, TopologyPacking)}
 
+# Policies in their own modules build on the helpers above, so they register after them.
+from neocloud.sched.fgd import FragmentationGradientDescent  # noqa: E402
+from neocloud.sched.packing import ShapeAwarePacking  # noqa: E402
+
+PLACEMENTS.update({p.name: p for p in (FragmentationGradientDescent, ShapeAwarePacking)})
+
 
 def placement(name: str) -> Placement:
     try:

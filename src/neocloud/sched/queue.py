@@ -66,6 +66,17 @@ class QueuePolicy:
         """Pending jobs, best first. `usage` is GPUs held per tenant, for fair share."""
         return iter(self._pending)
 
+    # Preemptive policies rank running jobs too, and say when a pending job displaces one.
+    def running_key(self, rec: JobRecord, now: float) -> tuple:
+        return rec.key
+
+    def displaces(self, pending: JobRecord, running: JobRecord, now: float) -> bool:
+        return False
+
+    def next_review(self, rec: JobRecord, now: float) -> float | None:
+        """When a running job's rank next changes, so the clock can wake the scheduler."""
+        return None
+
     def __len__(self) -> int:
         return len(self._pending)
 
@@ -104,8 +115,11 @@ class LeastAttainedService(QueuePolicy):
     def running_key(self, rec: JobRecord, now: float) -> tuple:
         return (rec.job.priority.rank, self.level(rec.attained(now)), rec.job.submit_s, rec.seq)
 
-    def next_demotion(self, rec: JobRecord, now: float) -> float | None:
-        """When a running job next crosses a threshold, so the clock can wake the scheduler."""
+    def displaces(self, pending: JobRecord, running: JobRecord, now: float) -> bool:
+        return self.running_key(running, now)[:2] > pending.key[:2]
+
+    def next_review(self, rec: JobRecord, now: float) -> float | None:
+        """When a running job next crosses a threshold and drops a queue."""
         attained = rec.attained(now)
         for t in self.thresholds:
             if attained < t and rec.job.gpus > 0:
@@ -162,8 +176,39 @@ class FairShare(QueuePolicy):
         return self._count
 
 
+class VirtualDeadline(QueuePolicy):
+    """neocloud's default: earliest virtual deadline first, preemptive, starvation-free.
+
+    A job's virtual deadline is its submit time plus `stretch` times its expected run time: the
+    user's estimate when there is one, else what it has run so far (at least `floor_s`), as
+    least-attained-service would judge it. Short jobs overtake long ones, as shortest-job-first
+    and LAS do, yet every job's deadline is fixed while it waits, so later arrivals can overtake
+    it only until that deadline: no job starves, whatever its size. A pending job preempts a
+    running one whose deadline is later by more than `margin_s`, so near-ties never thrash.
+    """
+
+    name = "neocloud"
+    preemptive = True
+    stretch = 1.0
+    floor_s = 3_600.0
+    margin_s = 3_600.0
+
+    def expected_s(self, rec: JobRecord) -> float:
+        if rec.job.estimate_s is not None:
+            return rec.job.estimate_s
+        ran = rec.attained_gpu_s / rec.job.gpus if rec.job.gpus else 0.0
+        return max(2 * ran, self.floor_s)
+
+    def key(self, rec: JobRecord) -> tuple:
+        return (rec.job.priority.rank, rec.job.submit_s + self.stretch * self.expected_s(rec), rec.seq)
+
+    def displaces(self, pending: JobRecord, running: JobRecord, now: float) -> bool:
+        (p_rank, p_deadline, _), (r_rank, r_deadline, _) = pending.key, running.key
+        return r_rank > p_rank or (r_rank == p_rank and r_deadline > p_deadline + self.margin_s)
+
+
 QUEUES: dict[str, type[QueuePolicy]] = {
-    q.name: q for q in (Fifo, ShortestJobFirst, LeastAttainedService, FairShare)
+    q.name: q for q in (Fifo, ShortestJobFirst, LeastAttainedService, FairShare, VirtualDeadline)
 }
 
 

@@ -20,7 +20,7 @@ from neocloud.model.events import Action, Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job
 from neocloud.sched.placement import Placement, placement as placement_named
-from neocloud.sched.queue import JobRecord, LeastAttainedService, QueuePolicy, queue_policy
+from neocloud.sched.queue import JobRecord, QueuePolicy, queue_policy
 from neocloud.sched.state import FULL, Allocation, ClusterState
 
 
@@ -147,9 +147,9 @@ class Scheduler:
             if rec.state == "RUNNING" and t > now:
                 return
             heapq.heappop(self._wakeups)
-            if rec.state == "RUNNING" and isinstance(self.queue, LeastAttainedService):
+            if rec.state == "RUNNING":
                 self._rerank = True
-                wake = self.queue.next_demotion(rec, now)
+                wake = self.queue.next_review(rec, now)
                 if wake is not None:
                     heapq.heappush(self._wakeups, (max(wake, now + 1e-9), job_id))
 
@@ -191,10 +191,9 @@ class Scheduler:
         self.usage[rec.job.tenant] += rec.job.gpus
         est = rec.remaining_estimate(now)
         self._ends.add((now + est if est is not None else float("inf"), rec.seq, rec.job.id))
-        if isinstance(self.queue, LeastAttainedService):
-            wake = self.queue.next_demotion(rec, now)
-            if wake is not None:
-                heapq.heappush(self._wakeups, (wake, rec.job.id))
+        wake = self.queue.next_review(rec, now)
+        if wake is not None:
+            heapq.heappush(self._wakeups, (wake, rec.job.id))
 
     def _stop(self, rec: JobRecord, now: float) -> None:
         est = rec.remaining_estimate(rec.started_s)
@@ -292,15 +291,14 @@ class Scheduler:
         return sum(1 for g in alloc.gpus[i] if left[g] == FULL)
 
     def _preempt_for_better_queues(self, now: float) -> list[Action]:
-        """LAS: a blocked job displaces running jobs from worse queues when that makes it fit."""
-        assert isinstance(self.queue, LeastAttainedService)
-        las = self.queue
+        """A blocked job displaces running jobs the queue policy ranks below it, if that makes it fit."""
+        queue = self.queue
         actions: list[Action] = []
-        worst_first = sorted(self.running.values(), key=lambda r: las.running_key(r, now), reverse=True)
+        worst_first = sorted(self.running.values(), key=lambda r: queue.running_key(r, now), reverse=True)
         blocked = 0
-        for rec in list(itertools.islice(self.queue.order(self.usage), self.backfill_depth)):
-            if not worst_first or las.running_key(worst_first[0], now)[:2] <= rec.key[:2]:
-                break  # nobody running sits in a worse queue than this job or any after it
+        for rec in list(itertools.islice(queue.order(self.usage), self.backfill_depth)):
+            if not worst_first or not queue.displaces(rec, worst_first[0], now):
+                break  # nobody running ranks below this job, nor below any after it
             if self.placement.place(self.state, rec.job, self.rng) is not None:
                 continue
             blocked += 1
@@ -308,7 +306,7 @@ class Scheduler:
                 break
             taken = []
             fits = False
-            while worst_first and las.running_key(worst_first[0], now)[:2] > rec.key[:2]:
+            while worst_first and queue.displaces(rec, worst_first[0], now):
                 victim = worst_first.pop(0)
                 taken.append((victim, self.state.release(victim.job.id)))
                 if self.placement.place(self.state, rec.job, self.rng) is not None:
@@ -324,6 +322,6 @@ class Scheduler:
                 victim.preemptions += 1
                 victim.state = "PENDING"
                 self.queue.add(victim)
-                actions.append(Preempt(victim.job.id, f"las: {rec.job.id} has attained less service"))
+                actions.append(Preempt(victim.job.id, f"{queue.name}: {rec.job.id} ranks higher"))
             self._dirty = True
         return actions

@@ -40,14 +40,27 @@ class _Run:
     preemptions: int = 0
 
 
-def with_estimates(trace: Trace, estimates: str) -> Trace:
-    """The trace with users' estimates: `trace` as given, `perfect` (the truth) or `none`."""
+NOISE_SIGMA = 1.0  # log-normal spread of noisy estimates: half are low, one in ten is 3.6x too high
+
+
+def with_estimates(trace: Trace, estimates: str, seed: int = 0) -> Trace:
+    """The trace with users' estimates: `trace` as given, `perfect` (the truth), `none`, or `noisy`.
+
+    `noisy` multiplies each true duration by a seeded log-normal factor (median 1, sigma
+    NOISE_SIGMA): real users' estimates are off by several times either way.
+    """
     if estimates == "trace":
         return trace
-    if estimates not in ("perfect", "none"):
-        raise SchedulingError(f"unknown estimate model {estimates!r}; choose trace, perfect or none")
-    jobs = [replace(tj, job=replace(tj.job, estimate_s=tj.duration_s if estimates == "perfect" else None))
-            for tj in trace.jobs]
+    if estimates == "perfect":
+        values = [tj.duration_s for tj in trace.jobs]
+    elif estimates == "none":
+        values = [None] * len(trace.jobs)
+    elif estimates == "noisy":
+        factors = np.random.default_rng(seed).lognormal(0.0, NOISE_SIGMA, len(trace.jobs))
+        values = [tj.duration_s * float(f) for tj, f in zip(trace.jobs, factors)]
+    else:
+        raise SchedulingError(f"unknown estimate model {estimates!r}; choose trace, perfect, noisy or none")
+    jobs = [replace(tj, job=replace(tj.job, estimate_s=v)) for tj, v in zip(trace.jobs, values)]
     return Trace(trace.name, jobs)
 
 
@@ -74,7 +87,7 @@ def simulate(
     progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     wall = time.perf_counter()
-    trace = with_estimates(trace, estimates)
+    trace = with_estimates(trace, estimates, seed)
     sched = Scheduler(fleet, queue=policy, placement=placement, backfill=backfill, seed=seed)
     runs: dict[str, _Run] = {}
     heap: list[tuple[float, int, int, str, int]] = []

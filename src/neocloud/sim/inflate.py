@@ -73,6 +73,9 @@ def run_inflate(
     state = ClusterState(fleet)
     capacity = state.total_gpus * FULL
     workload = inflated_workload(pods, capacity, inflate, rng)
+    prime = getattr(policy, "prime", None)
+    if callable(prime):
+        prime(list(pods))  # policies that learn the workload's shapes see the original trace
     buckets: dict[int, list[float]] = defaultdict(list)
     arrived = placed = 0
     for i, pod in enumerate(workload):

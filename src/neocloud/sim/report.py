@@ -38,6 +38,7 @@ class Report:
     p99_jct_s: float
     avg_wait_s: float
     p99_wait_s: float
+    p99_wait_large_s: float | None  # jobs above LARGE_GPUS: gangs must not starve
     makespan_s: float
     gpu_utilization: float
     preemptions: int
@@ -54,6 +55,9 @@ class Report:
         return data
 
 
+LARGE_GPUS = 32
+
+
 def _stat(values: np.ndarray, fn, *args) -> float:
     return float(fn(values, *args)) if len(values) else 0.0
 
@@ -65,6 +69,7 @@ def summarise(
     done = [o for o in outcomes if o.end_s is not None]
     jct = np.array([o.end_s - o.submit_s for o in done])
     wait = np.array([o.start_s - o.submit_s for o in done])
+    large = np.array([o.start_s - o.submit_s for o in done if o.gpus > LARGE_GPUS])
     first = min((o.submit_s for o in outcomes), default=0.0)
     last = max((o.end_s for o in done), default=first)
     makespan = last - first
@@ -74,7 +79,8 @@ def summarise(
         estimates=estimates, jobs_submitted=len(outcomes), jobs_completed=len(done), jobs_rejected=rejected,
         avg_jct_s=_stat(jct, np.mean), p50_jct_s=_stat(jct, np.percentile, 50),
         p99_jct_s=_stat(jct, np.percentile, 99), avg_wait_s=_stat(wait, np.mean),
-        p99_wait_s=_stat(wait, np.percentile, 99), makespan_s=makespan,
+        p99_wait_s=_stat(wait, np.percentile, 99),
+        p99_wait_large_s=_stat(large, np.percentile, 99) if len(large) else None, makespan_s=makespan,
         gpu_utilization=sum(o.gpu_s for o in outcomes) / capacity if capacity else 0.0,
         preemptions=sum(o.preemptions for o in outcomes), spread_placements=sum(o.spread_runs for o in outcomes),
         decisions=decisions, events=events, wall_s=wall_s, events_per_s=events / wall_s if wall_s else 0.0,

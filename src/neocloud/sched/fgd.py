@@ -1,0 +1,246 @@
+"""FGD: Fragmentation Gradient Descent (Weng et al., ATC'23 "Beware of Fragmentation"), as published.
+
+A faithful baseline for the openb experiment, after the paper's simulator
+(`pkg/simulator/plugin/fgd_score.go`, `pkg/utils/frag.go`).
+
+*Typical pods* are the workload's request shapes, key = (CPU milli, GPU milli per GPU, GPU count,
+GPU models allowed), taken from the original trace (`prime`) by frequency until they cover 95% of
+the pods, their frequencies renormalised to sum to 1. The *fragment* of a node for a shape t is the
+idle GPU capacity t could not use there: all of the node's idle GPU milli if t asks no GPU, may not
+run on the node's GPU model, finds fewer than t.num GPUs with t.milli free, or lacks CPU; else only
+the idle milli of the GPUs with less than t.milli free. A node's fragmentation is the expected
+fragment over the typical shapes, frag(node) = sum_t freq_t * F(node, t); memory is ignored.
+
+A pod goes to the node whose fragmentation grows least: score = int(sigmoid((before - after) /
+1000) * 100), ties broken uniformly at random. A shared pod tries each GPU it fits on and keeps the
+best (first on ties); a whole-GPU pod takes the first wholly free GPUs. Gangs of several nodes go
+through `TopologyPacking` (openb has none).
+
+Scoring is vectorised over nodes, GPUs and shapes, and cached per (node, shape): a node is scored
+again only after its free capacity changed (`ScoreCache`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from neocloud.model.job import Job
+from neocloud.sched.state import FULL, Allocation, ClusterState
+
+Shape = tuple[int, int, int, tuple[str, ...]]  # (cpu milli, GPU milli per GPU, GPU count, GPU models)
+
+
+def shape_of(job: Job) -> Shape:
+    """A job's request shape, as FGD keys its typical pods."""
+    if job.gpu_milli == 0:
+        return (job.cpu_milli, 0, 0, job.gpu_types)
+    if job.fractional:
+        return (job.cpu_milli, job.gpu_milli, 1, job.gpu_types)
+    return (job.cpu_milli, FULL, job.whole_gpus, job.gpu_types)
+
+
+@dataclass(frozen=True, slots=True)
+class TypicalPods:
+    """Request shapes and their frequencies (summing to 1)."""
+
+    shapes: tuple[Shape, ...]
+    freq: np.ndarray
+
+    @classmethod
+    def from_jobs(cls, jobs: Iterable[Job], coverage: float = 0.95) -> TypicalPods:
+        return cls.from_counts(Counter(shape_of(j) for j in jobs), coverage)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, coverage: float = 0.95) -> TypicalPods:
+        """The most frequent shapes until they cover `coverage` of the jobs, renormalised."""
+        total = sum(counts.values())
+        shapes: list[Shape] = []
+        weights: list[int] = []
+        covered = 0
+        # Most frequent first; equal counts in a fixed order so the result is reproducible.
+        for shape, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            if total and covered >= coverage * total:
+                break
+            shapes.append(shape)
+            weights.append(n)
+            covered += n
+        w = np.array(weights, dtype=np.float64)
+        return cls(tuple(shapes), w / w.sum() if len(w) else w)
+
+    def arrays(self, state: ClusterState) -> tuple[np.ndarray, ...]:
+        """(cpu, milli, num, type_ok[T, types], freq) as arrays against `state`'s GPU models."""
+        cpu = np.array([s[0] for s in self.shapes], dtype=np.int64)
+        milli = np.array([s[1] for s in self.shapes], dtype=np.int64)
+        num = np.array([s[2] for s in self.shapes], dtype=np.int64)
+        ok = np.ones((len(self.shapes), max(len(state.type_names), 1)), dtype=bool)
+        for i, s in enumerate(self.shapes):
+            if s[3]:
+                ok[i] = [t in s[3] for t in state.type_names] or [False]
+        return cpu, milli, num, ok, self.freq
+
+
+def frag(left: np.ndarray, cpu: np.ndarray, gtype: np.ndarray, typical: tuple[np.ndarray, ...]) -> np.ndarray:
+    """FGD's expected fragment (milli-GPU) of nodes in the given states.
+
+    `left` is [..., G] free milli per GPU (-1 for GPUs a node lacks), `cpu` and `gtype` are [...].
+    """
+    t_cpu, t_milli, t_num, t_ok, freq = typical
+    free = np.maximum(left, 0)
+    idle = free.sum(axis=-1)
+    fits = left[..., None, :] >= t_milli[:, None]  # [..., T, G]
+    usable = (fits * free[..., None, :]).sum(axis=-1)  # [..., T]: idle milli on GPUs t can use
+    ok = (fits.sum(axis=-1) >= t_num) & (cpu[..., None] >= t_cpu) & (t_milli > 0)
+    ok &= t_ok.T[np.maximum(gtype, 0)] & (gtype >= 0)[..., None]
+    return idle * freq.sum() - (ok * usable) @ freq
+
+
+def after_shared(left: np.ndarray, milli: int) -> np.ndarray:
+    """[k, G, G]: each node's GPUs after `milli` goes onto GPU i (row i); invalid where it does not fit."""
+    g = left.shape[1]
+    out = np.repeat(left[:, None, :], g, axis=1)
+    idx = np.arange(g)
+    out[:, idx, idx] -= milli
+    return out
+
+
+def after_whole(left: np.ndarray, count: int) -> np.ndarray:
+    """[k, G]: each node's GPUs after `count` whole GPUs are taken, the first wholly free ones."""
+    full = left == FULL
+    take = full & (np.cumsum(full, axis=1) <= count)
+    return np.where(take, 0, left)
+
+
+class ScoreCache:
+    """Scores per (node, request key), recomputed only for nodes whose free capacity changed.
+
+    Tracks its own copy of the state's free GPU, CPU and memory; each node carries a stamp that
+    moves when its row changes, and a cached score is valid while its stamp matches.
+    """
+
+    def __init__(self) -> None:
+        self.state: ClusterState | None = None
+        self.tables: dict[object, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def clear(self) -> None:
+        self.state = None
+        self.tables = {}
+
+    def sync(self, state: ClusterState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.left = state.gpu_left.copy()
+            self.cpu = state.cpu_free.copy()
+            self.mem = state.mem_free.copy()
+            self.stamp = np.zeros(len(self.cpu), dtype=np.int64)
+            self.tables = {}
+            return
+        changed = (self.left != state.gpu_left).any(axis=1) | (self.cpu != state.cpu_free) | (self.mem != state.mem_free)
+        if changed.any():
+            rows = np.flatnonzero(changed)
+            self.stamp[rows] += 1
+            self.left[rows] = state.gpu_left[rows]
+            self.cpu[rows] = state.cpu_free[rows]
+            self.mem[rows] = state.mem_free[rows]
+
+    def lookup(
+        self, key: object, nodes: np.ndarray, compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(score, GPU) for `nodes`; `compute(stale nodes)` fills in what is not cached."""
+        table = self.tables.get(key)
+        if table is None:
+            n = len(self.stamp)
+            table = (np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
+            self.tables[key] = table
+        score, gpu, at = table
+        stale = nodes[at[nodes] != self.stamp[nodes]]
+        if len(stale):
+            s, g = compute(stale)
+            score[stale], gpu[stale], at[stale] = s, g, self.stamp[stale]
+        return score[nodes], gpu[nodes]
+
+
+def sigmoid_score(delta: np.ndarray) -> np.ndarray:
+    """FGD's integer score of a fragmentation change: int(sigmoid(delta / 1000) * 100)."""
+    return (100.0 / (1.0 + np.exp(-delta / 1000.0))).astype(np.int64)
+
+
+class FragmentationGradientDescent:
+    """FGD as published: the node whose expected fragmentation grows least, integer sigmoid scores."""
+
+    name = "fgd"
+
+    def __init__(self) -> None:
+        self.typical: TypicalPods | None = None
+        self._seen: list[Job] = []
+        self._primed = False
+        self._arrays: tuple[np.ndarray, ...] | None = None
+        self._cache = ScoreCache()
+
+    def prime(self, jobs: list[Job]) -> None:
+        """Learn the typical pods from the trace's original pods."""
+        self.typical = TypicalPods.from_jobs(jobs)
+        self._primed = True
+        self._reset()
+
+    def _reset(self) -> None:
+        self._arrays = None
+        self._cache.clear()
+
+    def _observe(self, job: Job) -> None:
+        """Unprimed, the typical pods are those seen so far (relearned as their number doubles)."""
+        if self._primed:
+            return
+        self._seen.append(job)
+        n = len(self._seen)
+        if self.typical is None or n & (n - 1) == 0:
+            self.typical = TypicalPods.from_jobs(self._seen)
+            self._reset()
+
+    def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
+        layout = state.layout(job)
+        if len(layout) > 1:
+            return TopologyPacking().place(state, job, rng)
+        self._observe(job)
+        nodes = feasible_nodes(state, job)
+        if len(nodes) == 0:
+            return None
+        self._cache.sync(state)
+        if self._arrays is None or self._cache.state is not state or len(self._arrays[3][0]) != max(len(state.type_names), 1):
+            self._arrays = self.typical.arrays(state)  # type: ignore[union-attr]
+        scores, gpus = self._cache.lookup(shape_of(job), nodes, lambda stale: self._score(state, job, stale))
+        best = _pick_best(scores, rng)
+        return allocation(state, job, int(nodes[best]), int(gpus[best]))
+
+    def _score(self, state: ClusterState, job: Job, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self._arrays is not None
+        left, cpu, gtype = state.gpu_left[nodes], state.cpu_free[nodes], state.gpu_type[nodes]
+        before = frag(left, cpu, gtype, self._arrays)
+        cpu_after = cpu - job.cpu_milli
+        if job.fractional and job.gpu_milli > 0:
+            after = frag(after_shared(left, job.gpu_milli), cpu_after[:, None], gtype[:, None], self._arrays)
+            s = np.where(left >= job.gpu_milli, sigmoid_score(before[:, None] - after), -np.inf)
+            gpu = s.argmax(axis=1)  # first GPU with the highest score
+            return s[np.arange(len(nodes)), gpu], gpu
+        after_left = after_whole(left, job.whole_gpus) if job.whole_gpus else left
+        after = frag(after_left, cpu_after, gtype, self._arrays)
+        return sigmoid_score(before - after).astype(np.float64), np.zeros(len(nodes), dtype=np.int64)
+
+
+def allocation(state: ClusterState, job: Job, node: int, gpu: int) -> Allocation:
+    """A single-node allocation: the given GPU for a shared pod, else the first wholly free GPUs."""
+    if job.fractional:
+        gpus: tuple[int, ...] = (gpu,) if job.gpu_milli > 0 else ()
+        milli = job.gpu_milli
+    else:
+        gpus = tuple(int(g) for g in np.flatnonzero(state.gpu_left[node] == FULL)[: job.whole_gpus])
+        milli = FULL
+    return Allocation(job.id, (node,), (gpus,), milli, job.cpu_milli, job.memory_mib)
+
+
+# placement.py registers this policy at its bottom; importing its helpers last lets either module
+# be imported first.
+from neocloud.sched.placement import TopologyPacking, _pick_best, feasible_nodes  # noqa: E402
