@@ -29,7 +29,7 @@ from tests.conftest import custom_fleet
 
 GPU_TYPES = ("H100-SXM", "A100-SXM", "L40S")
 PLACEMENTS = ("random", "bestfit", "topo", "fgd", "neocloud")
-QUEUES = ("fifo", "sjf", "las", "fair")
+QUEUES = ("fifo", "sjf", "las", "fair", "neocloud")
 
 SETTINGS = settings(
     max_examples=300,
@@ -307,7 +307,8 @@ def test_invariants_hold_after_every_step(fleet: Fleet, config: tuple, script: l
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     fleet=fleets(max_fabrics=1, max_leaves=2),
-    config=st.tuples(st.sampled_from(PLACEMENTS), st.just("las"), st.booleans(), st.integers(0, 3)),
+    config=st.tuples(st.sampled_from(PLACEMENTS), st.sampled_from(("las", "neocloud")), st.booleans(),
+                     st.integers(0, 3)),
     script=steps(max_gpus=6, max_dt=20_000),
 )
 def test_invariants_hold_under_las_preemption(fleet: Fleet, config: tuple, script: list) -> None:
