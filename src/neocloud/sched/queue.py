@@ -177,10 +177,10 @@ class FairShare(QueuePolicy):
 
 
 class VirtualDeadline(QueuePolicy):
-    """neocloud's default: earliest virtual deadline first, preemptive, starvation-free.
+    """neocloud's own policy: earliest virtual deadline first, preemptive, starvation-free.
 
     A job's virtual deadline is its submit time plus `stretch` times its expected run time: the
-    user's estimate when there is one, else what it has run so far (at least `floor_s`), as
+    user's estimate when there is one, else twice what it has run so far (at least `floor_s`), as
     least-attained-service would judge it. Short jobs overtake long ones, as shortest-job-first
     and LAS do, yet every job's deadline is fixed while it waits, so later arrivals can overtake
     it only until that deadline: no job starves, whatever its size. A pending job preempts a
