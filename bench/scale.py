@@ -39,7 +39,7 @@ def main() -> None:
     cmd = f"python bench/scale.py --jobs {args.jobs} --profile {args.profile} --load {args.load}"
     body = (
         f"### Twin at scale: {args.jobs:,} `{args.profile}` jobs on {fleet.total_gpus:,} GPUs\n\n"
-        f"`{cmd}` ({machine()}); offered load {args.load}. The done-when bound is 60 s of wall time.\n\n"
+        f"`{cmd}` ({machine()}); offered load {args.load}. The target is 60 s of wall time.\n\n"
         + table(["policy", "placement", "backfill", "jobs done", "events", "wall s", "events/s", "vs baseline",
                  "avg JCT s", "avg wait s", "utilisation"], rows)
     )

@@ -16,7 +16,7 @@ from doc import machine, table, write_section
 
 from neocloud.sim.schedbench import run_scheduler_bench
 
-# Published throughput of the schedulers people run today, quoted in the benchmark's issue:
+# Published throughput of the schedulers people run today:
 # kube-scheduler's own CI (scheduler_perf / perf-dash, 5,000 nodes) and Slurm's sustained rate
 # (SchedMD's high-throughput guide). Different work per decision: a pod is one node, a Slurm job
 # goes through slurmctld's RPCs; ours is the core's decision alone, with no API server or RPC.
