@@ -11,7 +11,7 @@ import statistics
 from doc import SHARED, machine, table, write_section
 
 from neocloud.fleet.openb import load_openb_nodes
-from neocloud.sched.placement import PLACEMENTS, placement
+from neocloud.sched.placements import PLACEMENTS, placement
 from neocloud.sim.inflate import run_inflate
 from neocloud.sim.traces.openb import load_openb_pods
 

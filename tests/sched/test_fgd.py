@@ -85,5 +85,6 @@ def test_fgd_honours_gpu_model_and_cpu() -> None:
 
 
 def test_modules_import_in_any_order() -> None:
-    for mod in ("neocloud.sched.fgd", "neocloud.sched.packing", "neocloud.sched.placement"):
+    for mod in ("neocloud.sched.fgd", "neocloud.sched.packing", "neocloud.sched.placement",
+                "neocloud.sched.placements"):
         subprocess.run([sys.executable, "-c", f"import {mod}"], check=True)

@@ -6,7 +6,7 @@ import numpy as np
 
 from neocloud.model.job import Job
 from neocloud.sched.packing import ShapeAwarePacking
-from neocloud.sched.placement import placement
+from neocloud.sched.placements import placement
 from neocloud.sched.state import FULL, Allocation, ClusterState
 from tests.conftest import custom_fleet, make_fleet
 

@@ -8,7 +8,8 @@ import pytest
 from neocloud.errors import NeocloudError
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job
-from neocloud.sched.placement import PLACEMENTS, BestFit, RandomPlacement, TopologyPacking, placement
+from neocloud.sched.placement import BestFit, RandomPlacement, TopologyPacking
+from neocloud.sched.placements import PLACEMENTS, placement
 from neocloud.sched.state import FULL, Allocation, ClusterState
 from tests.conftest import custom_fleet, make_fleet
 

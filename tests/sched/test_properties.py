@@ -22,7 +22,7 @@ from neocloud.errors import SchedulingError
 from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job, PriorityClass
-from neocloud.sched.placement import placement as placement_named
+from neocloud.sched.placements import placement as placement_named
 from neocloud.sched.scheduler import Scheduler
 from neocloud.sched.state import FULL, ClusterState
 from tests.conftest import custom_fleet

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from neocloud.model.job import Job
-from neocloud.sched.placement import BestFit, placement
+from neocloud.sched.placement import BestFit
+from neocloud.sched.placements import placement
 from neocloud.sched.state import FULL
 from neocloud.sim.inflate import inflated_workload, run_inflate
 from tests.conftest import custom_fleet

@@ -162,7 +162,7 @@ def bench_scheduler(
 
 
 def _inflate(fleet, trace, policy: str, placement: str, seed: int, inflate: float, tick) -> dict:
-    from neocloud.sched.placement import placement as placement_named
+    from neocloud.sched.placements import placement as placement_named
     from neocloud.sim.inflate import run_inflate
 
     if inflate <= 0:

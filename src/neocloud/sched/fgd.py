@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neocloud.model.job import Job
+from neocloud.sched.placement import TopologyPacking, _pick_best, feasible_nodes
 from neocloud.sched.state import FULL, Allocation, ClusterState
 
 Shape = tuple[int, int, int, tuple[str, ...]]  # (cpu milli, GPU milli per GPU, GPU count, GPU models)
@@ -168,7 +169,45 @@ def sigmoid_score(delta: np.ndarray) -> np.ndarray:
     return (100.0 / (1.0 + np.exp(-delta / 1000.0))).astype(np.int64)
 
 
-class FragmentationGradientDescent:
+class ScoredPlacement:
+    """A single-node job scored on every node that can take it, scores cached per node and shape.
+
+    Subclasses keep `typical` (the shapes to come), `_arrays` (those shapes against the fleet's
+    GPU models) and `_cache`, and say how to learn (`_observe`), key, score and pick.
+    """
+
+    typical: TypicalPods | None
+    _arrays: tuple[np.ndarray, ...] | None
+    _cache: ScoreCache
+
+    def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
+        if len(state.layout(job)) > 1:
+            return TopologyPacking().place(state, job, rng)
+        self._observe(job)
+        nodes = feasible_nodes(state, job)
+        if len(nodes) == 0:
+            return None
+        self._cache.sync(state)
+        if self._arrays is None or self._arrays[3].shape[1] != max(len(state.type_names), 1):
+            self._arrays = self.typical.arrays(state)  # type: ignore[union-attr]
+        scores, gpus = self._cache.lookup(self._key(job), nodes, lambda stale: self._score(state, job, stale))
+        best = self._pick(scores, rng)
+        return allocation(state, job, int(nodes[best]), int(gpus[best]))
+
+    def _observe(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def _key(self, job: Job) -> object:
+        raise NotImplementedError
+
+    def _score(self, state: ClusterState, job: Job, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _pick(self, scores: np.ndarray, rng: np.random.Generator) -> int:
+        raise NotImplementedError
+
+
+class FragmentationGradientDescent(ScoredPlacement):
     """FGD as published: the node whose expected fragmentation grows least, integer sigmoid scores."""
 
     name = "fgd"
@@ -200,20 +239,11 @@ class FragmentationGradientDescent:
             self.typical = TypicalPods.from_jobs(self._seen)
             self._reset()
 
-    def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
-        layout = state.layout(job)
-        if len(layout) > 1:
-            return TopologyPacking().place(state, job, rng)
-        self._observe(job)
-        nodes = feasible_nodes(state, job)
-        if len(nodes) == 0:
-            return None
-        self._cache.sync(state)
-        if self._arrays is None or self._cache.state is not state or len(self._arrays[3][0]) != max(len(state.type_names), 1):
-            self._arrays = self.typical.arrays(state)  # type: ignore[union-attr]
-        scores, gpus = self._cache.lookup(shape_of(job), nodes, lambda stale: self._score(state, job, stale))
-        best = _pick_best(scores, rng)
-        return allocation(state, job, int(nodes[best]), int(gpus[best]))
+    def _key(self, job: Job) -> object:
+        return shape_of(job)
+
+    def _pick(self, scores: np.ndarray, rng: np.random.Generator) -> int:
+        return _pick_best(scores, rng)
 
     def _score(self, state: ClusterState, job: Job, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         assert self._arrays is not None
@@ -239,8 +269,3 @@ def allocation(state: ClusterState, job: Job, node: int, gpu: int) -> Allocation
         gpus = tuple(int(g) for g in np.flatnonzero(state.gpu_left[node] == FULL)[: job.whole_gpus])
         milli = FULL
     return Allocation(job.id, (node,), (gpus,), milli, job.cpu_milli, job.memory_mib)
-
-
-# placement.py registers this policy at its bottom; importing its helpers last lets either module
-# be imported first.
-from neocloud.sched.placement import TopologyPacking, _pick_best, feasible_nodes  # noqa: E402

@@ -26,10 +26,19 @@ from collections import Counter
 import numpy as np
 
 from neocloud.model.job import Job
-from neocloud.sched.state import FULL, Allocation, ClusterState
+from neocloud.sched.fgd import (
+    ScoredPlacement,
+    ScoreCache,
+    TypicalPods,
+    after_shared,
+    after_whole,
+    frag,
+    shape_of,
+)
+from neocloud.sched.state import FULL, ClusterState
 
 
-class ShapeAwarePacking:
+class ShapeAwarePacking(ScoredPlacement):
     """Our default single-node placement (see the module docstring)."""
 
     name = "neocloud"
@@ -42,7 +51,7 @@ class ShapeAwarePacking:
         self._cpu_per_gpu = 0.0
         self._mem_per_gpu = 0.0
         self._seen_since = 0
-        self._typical: TypicalPods | None = None
+        self.typical: TypicalPods | None = None
         self._arrays: tuple[np.ndarray, ...] | None = None
         self._cache = ScoreCache()
 
@@ -66,7 +75,7 @@ class ShapeAwarePacking:
                 cpu += n * shape[0]
                 mem += n * memory
                 gpu += n * g
-        self._typical = TypicalPods.from_counts(jobs_shapes)
+        self.typical = TypicalPods.from_counts(jobs_shapes)
         self._cpu_per_gpu = cpu / gpu if gpu else 0.0
         self._mem_per_gpu = mem / gpu if gpu else 0.0
         self._arrays = None
@@ -76,25 +85,15 @@ class ShapeAwarePacking:
     def _observe(self, job: Job) -> None:
         self._count(job)
         self._seen_since += 1
-        if self._typical is None or self._seen_since >= self.relearn:
+        if self.typical is None or self._seen_since >= self.relearn:
             self._learn()
 
     # -- placement ----------------------------------------------------------------------------
-    def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
-        layout = state.layout(job)
-        if len(layout) > 1:
-            return TopologyPacking().place(state, job, rng)
-        self._observe(job)
-        nodes = feasible_nodes(state, job)
-        if len(nodes) == 0:
-            return None
-        self._cache.sync(state)
-        if self._arrays is None or self._arrays[3].shape[1] != max(len(state.type_names), 1):
-            self._arrays = self._typical.arrays(state)  # type: ignore[union-attr]
-        key = (shape_of(job), job.memory_mib)
-        scores, gpus = self._cache.lookup(key, nodes, lambda stale: self._score(state, job, stale))
-        best = int(np.argmax(scores))  # first (lowest id among equals: nodes are sorted by cell)
-        return allocation(state, job, int(nodes[best]), int(gpus[best]))
+    def _key(self, job: Job) -> object:
+        return (shape_of(job), job.memory_mib)
+
+    def _pick(self, scores: np.ndarray, rng: np.random.Generator) -> int:
+        return int(np.argmax(scores))  # first (lowest id among equals: nodes are sorted by cell)
 
     def _value(self, left: np.ndarray, cpu: np.ndarray, mem: np.ndarray, gtype: np.ndarray) -> np.ndarray:
         """Fragmented plus stranded idle GPU milli (lower is better), and a pull toward full nodes."""
@@ -121,16 +120,3 @@ class ShapeAwarePacking:
         after_left = after_whole(left, job.whole_gpus) if job.whole_gpus else left
         after = self._value(after_left, cpu_after, mem_after, gtype)
         return before - after, np.zeros(len(nodes), dtype=np.int64)
-
-
-# Imported last: placement.py registers this policy at its bottom, so either module may come first.
-from neocloud.sched.fgd import (  # noqa: E402
-    ScoreCache,
-    TypicalPods,
-    after_shared,
-    after_whole,
-    allocation,
-    frag,
-    shape_of,
-)
-from neocloud.sched.placement import TopologyPacking, feasible_nodes  # noqa: E402

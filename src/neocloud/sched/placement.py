@@ -12,7 +12,6 @@ from typing import Protocol
 
 import numpy as np
 
-from neocloud.errors import NeocloudError
 from neocloud.model.job import Job
 from neocloud.sched.state import FULL, Allocation, ClusterState
 
@@ -203,19 +202,3 @@ class TopologyPacking:
         order = group[np.argsort(-state.nodes_with(group, per_node), kind="stable")]
         nodes = take_nodes(state, job, order, per_node, count)
         return gang_allocation(state, job, nodes, layout) if nodes else None
-
-
-PLACEMENTS: dict[str, type] = {p.name: p for p in (RandomPlacement, BestFit, TopologyPacking)}
-
-# Policies in their own modules build on the helpers above, so they register after them.
-from neocloud.sched.fgd import FragmentationGradientDescent  # noqa: E402
-from neocloud.sched.packing import ShapeAwarePacking  # noqa: E402
-
-PLACEMENTS.update({p.name: p for p in (FragmentationGradientDescent, ShapeAwarePacking)})
-
-
-def placement(name: str) -> Placement:
-    try:
-        return PLACEMENTS[name]()
-    except KeyError:
-        raise NeocloudError(f"unknown placement {name!r}; choose one of: {', '.join(PLACEMENTS)}") from None

@@ -19,7 +19,8 @@ from neocloud.errors import SchedulingError
 from neocloud.model.events import Action, Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job
-from neocloud.sched.placement import Placement, placement as placement_named
+from neocloud.sched.placement import Placement
+from neocloud.sched.placements import placement as placement_named
 from neocloud.sched.queue import JobRecord, QueuePolicy, queue_policy
 from neocloud.sched.state import FULL, Allocation, ClusterState
 
