@@ -243,7 +243,7 @@ class Scheduler:
             alloc = state.allocations[job_id]
             whole = alloc.gpu_milli == FULL
             for node, gpus in zip(alloc.nodes, alloc.gpus):
-                group = group_of.get(state._cell_of[node])
+                group = group_of.get(state.cell_of[node])
                 if group is None or not eligible[node] or not whole:
                     continue
                 before = int(state.whole_free[node]) + freed.get(node, 0)

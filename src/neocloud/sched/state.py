@@ -67,18 +67,18 @@ class ClusterState:
         self.gpu_type = np.array([type_id[nd.gpu.name] if nd.gpu else -1 for nd in nodes], dtype=np.int64)
 
         # Cells: (leaf, GPU type) groups, the unit of the fit index.
-        cell_of: dict[tuple[int, int], int] = {}
+        cell_ids: dict[tuple[int, int], int] = {}
         self.cell = np.empty(n, dtype=np.int64)
         for nd in nodes:
             key = (nd.leaf, int(self.gpu_type[nd.id]))
-            self.cell[nd.id] = cell_of.setdefault(key, len(cell_of))
-        self.cell_leaf = np.array([k[0] for k in cell_of], dtype=np.int64)
-        self.cell_type = np.array([k[1] for k in cell_of], dtype=np.int64)
-        self.cell_fabric = np.array([fleet.leaves[k[0]].fabric for k in cell_of], dtype=np.int64)
-        self.hist = np.zeros((len(cell_of), width + 1), dtype=np.int64)
-        self.buckets: list[list[SortedList]] = [[SortedList() for _ in range(width + 1)] for _ in cell_of]
-        self.cell_nodes = [np.flatnonzero(self.cell == c) for c in range(len(cell_of))]
-        self._cell_of: list[int] = self.cell.tolist()
+            self.cell[nd.id] = cell_ids.setdefault(key, len(cell_ids))
+        self.cell_leaf = np.array([k[0] for k in cell_ids], dtype=np.int64)
+        self.cell_type = np.array([k[1] for k in cell_ids], dtype=np.int64)
+        self.cell_fabric = np.array([fleet.leaves[k[0]].fabric for k in cell_ids], dtype=np.int64)
+        self.hist = np.zeros((len(cell_ids), width + 1), dtype=np.int64)
+        self.buckets: list[list[SortedList]] = [[SortedList() for _ in range(width + 1)] for _ in cell_ids]
+        self.cell_nodes = [np.flatnonzero(self.cell == c) for c in range(len(cell_ids))]
+        self.cell_of: list[int] = self.cell.tolist()  # `cell` as a list: faster by the node
         self._indexed: list[bool] = (self.gpu_cap > 0).tolist()  # schedulable nodes with GPUs
         self._hidden: set[int] = set()  # withheld for a moment: in the buckets, not in the counts
         for nd in nodes:
@@ -95,13 +95,13 @@ class ClusterState:
     # -- the fit index --------------------------------------------------------------------------
     def _index_add(self, node: int) -> None:
         if self._indexed[node]:
-            c, k = self._cell_of[node], int(self.whole_free[node])
+            c, k = self.cell_of[node], int(self.whole_free[node])
             self.hist[c, k] += 1
             self.buckets[c][k].add(node)
 
     def _index_remove(self, node: int) -> None:
         if self._indexed[node]:
-            c, k = self._cell_of[node], int(self.whole_free[node])
+            c, k = self.cell_of[node], int(self.whole_free[node])
             self.hist[c, k] -= 1
             self.buckets[c][k].remove(node)
 
