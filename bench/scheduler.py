@@ -35,8 +35,9 @@ def main() -> None:
     args = ap.parse_args()
     runs = (
         ("baseline", "fifo", "random", False, None),
-        ("default", "fifo", "topo", True, None),
-        ("saturated", "fifo", "topo", True, 0.01),
+        ("default", "neocloud", "neocloud", True, None),
+        ("saturated", "neocloud", "neocloud", True, 0.01),
+        ("fifo+topo", "fifo", "topo", True, None),
         ("fair share", "fair", "topo", True, None),
     )
     rows, base, default = [], None, None

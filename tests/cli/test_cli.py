@@ -35,7 +35,7 @@ def test_native_trace_replays_to_completion(tmp_path: Path) -> None:
                       "--policy", "sjf", "--seed", "3")
     assert REPORT_KEYS <= report.keys()
     assert report["jobs_submitted"] == report["jobs_completed"] == 2000
-    assert (report["policy"], report["placement"], report["seed"]) == ("sjf", "topo", 3)
+    assert (report["policy"], report["placement"], report["seed"]) == ("sjf", "neocloud", 3)
     assert 0 < report["gpu_utilization"] <= 1
     assert report["p50_jct_s"] <= report["p99_jct_s"]
 

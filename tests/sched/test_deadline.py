@@ -37,9 +37,25 @@ def test_priority_class_comes_before_deadlines() -> None:
 def test_without_an_estimate_what_a_job_has_run_sets_its_expectation() -> None:
     q = VirtualDeadline()
     fresh = JobRecord(Job("fresh", 2), 0)
-    veteran = JobRecord(Job("veteran", 2), 1, attained_gpu_s=2 * 10_000)
+    veteran = JobRecord(Job("veteran", 2), 1, ran_s=10_000)
     assert q.expected_s(fresh) == q.floor_s
     assert q.expected_s(veteran) == 20_000
+    veteran.started_s = 50_000  # running again since then: its deadline keeps moving
+    assert q.expected_s(veteran, now=55_000) == 30_000
+    assert q.running_key(veteran, 55_000)[1] == 30_000
+    assert q.next_review(veteran, 55_000) == 55_000 + q.floor_s
+
+
+def test_a_long_job_with_no_estimate_yields_to_a_newcomer_once_it_has_run_long() -> None:
+    sched = Scheduler(make_fleet(gpus=8), queue="neocloud")
+    sched.submit(Job("long", 8), 0)
+    assert launched(sched.schedule(0)) == ["long"]
+    sched.submit(Job("early", 8, submit_s=600), 600)  # deadlines 1 h apart: too close to preempt
+    assert sched.schedule(600) == []
+    sched.submit(Job("late", 8, submit_s=20_000), 20_000)  # long's deadline has moved to 40,000
+    actions = sched.schedule(20_000)
+    assert [a.job_id for a in actions if isinstance(a, Preempt)] == ["long"]
+    assert launched(actions) == ["early"]
 
 
 def test_a_short_arrival_preempts_a_long_job_and_the_long_one_resumes() -> None:

@@ -152,7 +152,7 @@ def test_without_backfill_nothing_jumps_the_head() -> None:
 
 def test_backfill_uses_gpus_spare_at_the_shadow_time() -> None:
     """GPUs the head will not need at its start can go to a long job, but only that many."""
-    sched = Scheduler(make_fleet(gpus=8))
+    sched = Scheduler(make_fleet(gpus=8), queue="fifo")
     sched.submit(Job("run", 4, estimate_s=1_000), 0)
     sched.schedule(0)
     sched.submit(Job("head", 6, estimate_s=100, submit_s=1), 1)  # waits: 4 free; 8 at t=1000
@@ -165,7 +165,7 @@ def test_backfill_uses_gpus_spare_at_the_shadow_time() -> None:
 
 
 def test_without_estimates_only_spare_gpus_are_backfilled() -> None:
-    sched = Scheduler(make_fleet(gpus=8))
+    sched = Scheduler(make_fleet(gpus=8), queue="fifo")
     sched.submit(Job("run", 6), 0)  # no estimate: it may never end
     sched.schedule(0)
     sched.submit(Job("head", 8), 1)
@@ -174,7 +174,7 @@ def test_without_estimates_only_spare_gpus_are_backfilled() -> None:
 
 
 def test_backfill_depth_limits_the_scan() -> None:
-    sched = Scheduler(make_fleet(gpus=8), backfill_depth=2)
+    sched = Scheduler(make_fleet(gpus=8), queue="fifo", backfill_depth=2)
     sched.submit(Job("run", 6, estimate_s=1_000), 0)
     sched.schedule(0)
     sched.submit(Job("head", 8, submit_s=1), 1)

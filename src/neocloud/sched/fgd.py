@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neocloud.model.job import Job
-from neocloud.sched.placement import TopologyPacking, _pick_best, feasible_nodes
+from neocloud.sched.placement import TopologyPacking, _pick_best, feasible_mask
 from neocloud.sched.state import FULL, Allocation, ClusterState
 
 Shape = tuple[int, int, int, tuple[str, ...]]  # (cpu milli, GPU milli per GPU, GPU count, GPU models)
@@ -118,8 +118,8 @@ def after_whole(left: np.ndarray, count: int) -> np.ndarray:
 class ScoreCache:
     """Scores per (node, request key), recomputed only for nodes whose free capacity changed.
 
-    Tracks its own copy of the state's free GPU, CPU and memory; each node carries a stamp that
-    moves when its row changes, and a cached score is valid while its stamp matches.
+    A cached score is valid while the node's stamp (`ClusterState.stamp`, moved by every
+    allocation and release on it) is the one it was computed at.
     """
 
     def __init__(self) -> None:
@@ -133,35 +133,31 @@ class ScoreCache:
     def sync(self, state: ClusterState) -> None:
         if state is not self.state:
             self.state = state
-            self.left = state.gpu_left.copy()
-            self.cpu = state.cpu_free.copy()
-            self.mem = state.mem_free.copy()
-            self.stamp = np.zeros(len(self.cpu), dtype=np.int64)
+            self.stamp = state.stamp
             self.tables = {}
-            return
-        changed = (self.left != state.gpu_left).any(axis=1) | (self.cpu != state.cpu_free) | (self.mem != state.mem_free)
-        if changed.any():
-            rows = np.flatnonzero(changed)
-            self.stamp[rows] += 1
-            self.left[rows] = state.gpu_left[rows]
-            self.cpu[rows] = state.cpu_free[rows]
-            self.mem[rows] = state.mem_free[rows]
 
     def lookup(
-        self, key: object, nodes: np.ndarray, compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+        self,
+        key: object,
+        nodes: np.ndarray,
+        sel: np.ndarray | slice,
+        ok: np.ndarray,
+        compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(score, GPU) for `nodes`; `compute(stale nodes)` fills in what is not cached."""
+        """(score, GPU) for `nodes` (indexed by `sel`), -inf where not `ok`; `compute(stale nodes)`
+        fills in what is not cached."""
         table = self.tables.get(key)
         if table is None:
             n = len(self.stamp)
             table = (np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
             self.tables[key] = table
         score, gpu, at = table
-        stale = nodes[at[nodes] != self.stamp[nodes]]
-        if len(stale):
+        stale_mask = ok & (at[sel] != self.stamp[sel])
+        if stale_mask.any():
+            stale = nodes[stale_mask]
             s, g = compute(stale)
             score[stale], gpu[stale], at[stale] = s, g, self.stamp[stale]
-        return score[nodes], gpu[nodes]
+        return np.where(ok, score[sel], -np.inf), gpu[sel]
 
 
 def sigmoid_score(delta: np.ndarray) -> np.ndarray:
@@ -184,13 +180,13 @@ class ScoredPlacement:
         if len(state.layout(job)) > 1:
             return TopologyPacking().place(state, job, rng)
         self._observe(job)
-        nodes = feasible_nodes(state, job)
-        if len(nodes) == 0:
+        nodes, sel, ok = feasible_mask(state, job)
+        if not ok.any():
             return None
         self._cache.sync(state)
         if self._arrays is None or self._arrays[3].shape[1] != max(len(state.type_names), 1):
             self._arrays = self.typical.arrays(state)  # type: ignore[union-attr]
-        scores, gpus = self._cache.lookup(self._key(job), nodes, lambda stale: self._score(state, job, stale))
+        scores, gpus = self._cache.lookup(self._key(job), nodes, sel, ok, lambda stale: self._score(state, job, stale))
         best = self._pick(scores, rng)
         return allocation(state, job, int(nodes[best]), int(gpus[best]))
 

@@ -26,16 +26,20 @@ class Placement(Protocol):
 # -- single-node jobs ---------------------------------------------------------------------------
 def feasible_nodes(state: ClusterState, job: Job) -> np.ndarray:
     """Ids of nodes that can take a single-node job now."""
-    cells = state.cells_for(job.gpu_types)
-    if job.gpu_types and len(cells) == 0:
-        return np.empty(0, dtype=np.int64)
-    idx = np.concatenate([state.cell_nodes[c] for c in cells]) if len(cells) else np.empty(0, np.int64)
-    ok = state.schedulable[idx] & (state.cpu_free[idx] >= job.cpu_milli) & (state.mem_free[idx] >= job.memory_mib)
+    nodes, _, ok = feasible_mask(state, job)
+    return nodes[ok]
+
+
+def feasible_mask(state: ClusterState, job: Job) -> tuple[np.ndarray, np.ndarray | slice, np.ndarray]:
+    """(nodes, index, ok): the nodes of the GPU types a job accepts, their index into per-node
+    arrays (see `ClusterState.nodes_for`), and which of them can take the job now."""
+    nodes, sel = state.nodes_for(job.gpu_types)
+    ok = state.schedulable[sel] & (state.cpu_free[sel] >= job.cpu_milli) & (state.mem_free[sel] >= job.memory_mib)
     if job.fractional and job.gpu_milli > 0:
-        ok &= (state.gpu_left[idx] >= job.gpu_milli).any(axis=1)
+        ok &= state.max_left[sel] >= job.gpu_milli
     elif job.whole_gpus:
-        ok &= state.whole_free[idx] >= job.whole_gpus
-    return idx[ok]
+        ok &= state.whole_free[sel] >= job.whole_gpus
+    return nodes, sel, ok
 
 
 def choose_gpus(state: ClusterState, node: int, job: Job, rng: np.random.Generator | None) -> tuple[int, ...]:

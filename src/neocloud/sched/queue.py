@@ -193,18 +193,26 @@ class VirtualDeadline(QueuePolicy):
     floor_s = 3_600.0
     margin_s = 3_600.0
 
-    def expected_s(self, rec: JobRecord) -> float:
+    def expected_s(self, rec: JobRecord, now: float | None = None) -> float:
         if rec.job.estimate_s is not None:
             return rec.job.estimate_s
-        ran = rec.attained_gpu_s / rec.job.gpus if rec.job.gpus else 0.0
+        ran = rec.ran_s + (now - rec.started_s if now is not None and rec.started_s is not None else 0.0)
         return max(2 * ran, self.floor_s)
 
-    def key(self, rec: JobRecord) -> tuple:
-        return (rec.job.priority.rank, rec.job.submit_s + self.stretch * self.expected_s(rec), rec.seq)
+    def key(self, rec: JobRecord, now: float | None = None) -> tuple:
+        return (rec.job.priority.rank, rec.job.submit_s + self.stretch * self.expected_s(rec, now), rec.seq)
+
+    def running_key(self, rec: JobRecord, now: float) -> tuple:
+        """A job with no estimate is judged by what it has run so far, so its deadline moves on."""
+        return rec.key if rec.job.estimate_s is not None else self.key(rec, now)
 
     def displaces(self, pending: JobRecord, running: JobRecord, now: float) -> bool:
-        (p_rank, p_deadline, _), (r_rank, r_deadline, _) = pending.key, running.key
+        (p_rank, p_deadline, _), (r_rank, r_deadline, _) = pending.key, self.running_key(running, now)
         return r_rank > p_rank or (r_rank == p_rank and r_deadline > p_deadline + self.margin_s)
+
+    def next_review(self, rec: JobRecord, now: float) -> float | None:
+        """Without an estimate the deadline grows as the job runs: look again every `floor_s`."""
+        return None if rec.job.estimate_s is not None else now + self.floor_s
 
 
 QUEUES: dict[str, type[QueuePolicy]] = {

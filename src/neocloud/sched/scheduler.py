@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sortedcontainers import SortedList
@@ -32,6 +32,11 @@ class Reservation:
     start: float
     spare: dict[int, int]  # reserved node -> whole GPUs it has beyond the head's need at `start`
     scanned: int = 0
+    # Request shapes that found no room in this pass: at all, or (for jobs that would outlast the
+    # head's start) off the head's GPUs. Room only shrinks during a pass, so a later job of the
+    # same shape need not ask placement again.
+    no_room: set[tuple] = field(default_factory=set)
+    no_room_long: set[tuple] = field(default_factory=set)
 
 
 class Scheduler:
@@ -39,8 +44,8 @@ class Scheduler:
         self,
         fleet: Fleet,
         *,
-        queue: QueuePolicy | str = "fifo",
-        placement: Placement | str = "topo",
+        queue: QueuePolicy | str = "neocloud",
+        placement: Placement | str = "neocloud",
         backfill: bool = True,
         backfill_depth: int = 100,
         preempt_depth: int = 8,
@@ -67,22 +72,51 @@ class Scheduler:
         self._reserved: tuple[tuple[int, int], tuple[float, dict[int, int]]] | None = None
 
     # -- events ---------------------------------------------------------------------------------
-    def submit(self, job: Job, now: float) -> None:
+    def submit(self, job: Job, now: float, ran_s: float = 0.0) -> None:
+        """Queue a job; `ran_s` is what earlier attempts ran (a job requeued after a restart)."""
+        rec = self._record(job, ran_s)
+        self.queue.add(rec)
+        self._dirty = self._rerank = True
+
+    def check(self, job: Job) -> None:
+        """Raise SchedulingError, with the reason, if no placement could ever hold the job."""
+        self._check_satisfiable(job)
+
+    def adopt(self, job: Job, alloc: Allocation, started_s: float, ran_s: float = 0.0) -> None:
+        """Take over a job found running (after a controller restart) where it runs."""
+        rec = self._record(job, ran_s)
+        self._start(rec, alloc, started_s)
+        self._dirty = True
+
+    def hold(self, job_id: str) -> None:
+        """Keep a pending job out of passes (its previous attempt is still stopping)."""
+        rec = self.jobs[job_id]
+        if rec.state == "PENDING":
+            self.queue.remove(rec)
+            rec.state = "HELD"
+
+    def unhold(self, job_id: str) -> None:
+        rec = self.jobs[job_id]
+        if rec.state == "HELD":
+            rec.state = "PENDING"
+            self.queue.add(rec)
+            self._dirty = self._rerank = True
+
+    def _record(self, job: Job, ran_s: float) -> JobRecord:
         if job.id in self.jobs:
             raise SchedulingError(f"job {job.id!r} was already submitted")
         self._check_satisfiable(job)
-        rec = JobRecord(job, self._seq)
+        rec = JobRecord(job, self._seq, ran_s=ran_s, attained_gpu_s=ran_s * job.gpus)
         self._seq += 1
         self.jobs[job.id] = rec
-        self.queue.add(rec)
-        self._dirty = self._rerank = True
+        return rec
 
     def finish(self, job_id: str, now: float, state: str = "COMPLETED") -> None:
         """The job ended (or was cancelled). A job that already ended keeps its first outcome."""
         rec = self.jobs.get(job_id)
         if rec is None:
             raise SchedulingError(f"no job {job_id!r}")
-        if rec.state not in ("PENDING", "RUNNING"):
+        if rec.state not in ("PENDING", "RUNNING", "HELD"):
             return
         if rec.state == "RUNNING":
             self._stop(rec, now)
@@ -90,6 +124,12 @@ class Scheduler:
             self.queue.remove(rec)
         rec.state = state
         self._dirty = True
+
+    def forget(self, job_id: str) -> None:
+        """Drop an ended job's record (a long-lived controller keeps only active jobs)."""
+        rec = self.jobs.get(job_id)
+        if rec is not None and rec.state not in ("PENDING", "RUNNING", "HELD"):
+            del self.jobs[job_id]
 
     def cancel(self, job_id: str, now: float) -> None:
         self.finish(job_id, now, "CANCELLED")
@@ -267,14 +307,23 @@ class Scheduler:
         """
         if not head.spare:
             return None  # the head's start is unknown, so nothing may pass it
+        job = rec.job
+        shape = (job.gpu_milli, job.gpus_per_node, job.gpu_types, job.cpu_milli, job.memory_mib)
         est = rec.remaining_estimate(now)
-        if est is not None and now + est <= head.start:
-            return self.placement.place(self.state, rec.job, self.rng)
-        alloc = self.placement.place(self.state, rec.job, self.rng)
-        if alloc is None or not self._takes_reserved(alloc, head):
-            return alloc  # no room at all, or room that leaves the head's GPUs alone
+        short = est is not None and now + est <= head.start
+        if shape in head.no_room or (not short and shape in head.no_room_long):
+            return None
+        alloc = self.placement.place(self.state, job, self.rng)
+        if alloc is None:
+            head.no_room.add(shape)
+            return None
+        if short or not self._takes_reserved(alloc, head):
+            return alloc  # ends before the head starts, or leaves the head's GPUs alone
         with self.state.withheld(head.spare):
-            return self.placement.place(self.state, rec.job, self.rng)
+            alloc = self.placement.place(self.state, job, self.rng)
+        if alloc is None:
+            head.no_room_long.add(shape)
+        return alloc
 
     def _takes_reserved(self, alloc: Allocation, head: Reservation) -> bool:
         """Whether `alloc` eats into GPUs held for the head; if not, count what it uses of the spare."""
@@ -295,13 +344,15 @@ class Scheduler:
         """A blocked job displaces running jobs the queue policy ranks below it, if that makes it fit."""
         queue = self.queue
         actions: list[Action] = []
-        worst_first = sorted(self.running.values(), key=lambda r: queue.running_key(r, now), reverse=True)
+        worst_first: list[JobRecord] | None = None  # ranked once a job is found blocked
         blocked = 0
         for rec in list(itertools.islice(queue.order(self.usage), self.backfill_depth)):
+            if self.placement.place(self.state, rec.job, self.rng) is not None:
+                continue  # fits as things are; the pass will start it
+            if worst_first is None:
+                worst_first = sorted(self.running.values(), key=lambda r: queue.running_key(r, now), reverse=True)
             if not worst_first or not queue.displaces(rec, worst_first[0], now):
                 break  # nobody running ranks below this job, nor below any after it
-            if self.placement.place(self.state, rec.job, self.rng) is not None:
-                continue
             blocked += 1
             if blocked > self.preempt_depth:
                 break

@@ -59,6 +59,8 @@ class ClusterState:
         self.cpu_free = self.cpu_cap.copy()
         self.mem_free = self.mem_cap.copy()
         self.whole_free = self.gpu_cap.copy()
+        self.max_left = np.where(self.gpu_cap > 0, FULL, -1)  # most free milli on any one GPU
+        self.stamp = np.zeros(n, dtype=np.int64)  # moves whenever a node's free capacity changes
         self.schedulable = np.ones(n, dtype=bool)
         self.leaf = np.array([nd.leaf for nd in nodes], dtype=np.int64)
         self.fabric = np.array([fleet.leaves[nd.leaf].fabric for nd in nodes], dtype=np.int64)
@@ -85,6 +87,7 @@ class ClusterState:
             self._index_add(nd.id)
 
         self._cells_for: dict[tuple[str, ...], np.ndarray] = {}
+        self._nodes_for: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray | slice]] = {}
         self._widest: dict[tuple[str, ...], int] = {}
         self._groups_for: dict[tuple[str, ...], list[np.ndarray]] = {}
         self.version = 0  # bumped when capacity comes back (uncordon), so a scheduler knows to look
@@ -116,6 +119,21 @@ class ClusterState:
                 cells = np.flatnonzero(self.cell_type >= 0)
             self._cells_for[types] = cells
         return cells
+
+    def nodes_for(self, types: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray | slice]:
+        """Nodes of the cells a job accepts, and how to index per-node arrays with them.
+
+        The index is a slice when those nodes are contiguous ids (the usual case: one GPU model, or
+        models by leaf), which makes every per-node question a view instead of a gather.
+        """
+        found = self._nodes_for.get(types)
+        if found is None:
+            cells = self.cells_for(types)
+            nodes = np.concatenate([self.cell_nodes[c] for c in cells]) if len(cells) else np.empty(0, np.int64)
+            contiguous = len(nodes) > 0 and bool((nodes == np.arange(nodes[0], nodes[0] + len(nodes))).all())
+            found = (nodes, slice(int(nodes[0]), int(nodes[0]) + len(nodes)) if contiguous else nodes)
+            self._nodes_for[types] = found
+        return found
 
     def groups_for(self, types: tuple[str, ...]) -> list[np.ndarray]:
         """Accepted cells by (fabric, GPU type): the most one gang may span."""
@@ -179,6 +197,8 @@ class ClusterState:
         self.cpu_free[nodes] += sign * alloc.cpu_milli
         self.mem_free[nodes] += sign * alloc.memory_mib
         self.whole_free[nodes] = (self.gpu_left[nodes] == FULL).sum(axis=1)
+        self.max_left[nodes] = self.gpu_left[nodes].max(axis=1)
+        self.stamp[nodes] += 1
         for node in alloc.nodes:
             self._index_add(node)
         self.used_milli -= sign * alloc.gpu_milli * len(cols)  # sign is that of the free capacity
