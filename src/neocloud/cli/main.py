@@ -73,11 +73,11 @@ def simulate(
     fleet: Annotated[Path, typer.Option(help="Fleet YAML file, or an openb node list CSV.")],
     trace: Annotated[Path, typer.Option(help="Trace file.")],
     trace_format: Annotated[Optional[str], typer.Option(help="openb, gavel, tiresias or native (guessed if unset).")] = None,
-    policy: Annotated[str, typer.Option(help="Queue policy: fifo, sjf, las, fair, neocloud.")] = "fifo",
-    placement: Annotated[str, typer.Option(help="Placement: random, bestfit, topo.")] = "topo",
+    policy: Annotated[str, typer.Option(help="Queue policy: neocloud, fifo, sjf, las, fair.")] = "neocloud",
+    placement: Annotated[str, typer.Option(help="Placement: neocloud, fgd, topo, bestfit, random.")] = "neocloud",
     backfill: Annotated[bool, typer.Option(help="EASY backfill behind the blocked head job.")] = True,
     seed: Annotated[int, typer.Option()] = 0,
-    estimates: Annotated[str, typer.Option(help="Users' run-time estimates: perfect, noisy, none or trace.")] = "perfect",
+    estimates: Annotated[str, typer.Option(help="Users' run-time estimates: noisy (log-normal error, as real ones), perfect, none or trace.")] = "noisy",
     arrival_scale: Annotated[float, typer.Option(help="Multiply arrival times (< 1 adds load).")] = 1.0,
     inflate: Annotated[Optional[float], typer.Option(help="Fragmentation experiment: fill to X x GPU capacity, no departures.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the report as JSON here.")] = None,
@@ -118,8 +118,8 @@ def bench_scheduler(
     fill: Annotated[float, typer.Option(help="Share of GPUs held by running jobs before measuring.")] = 0.85,
     step: Annotated[Optional[float], typer.Option(
         help="Free this share of GPUs before each pass, keeping the fleet saturated (default: back to --fill).")] = None,
-    placement: Annotated[str, typer.Option(help="Placement: random, bestfit, topo.")] = "topo",
-    policy: Annotated[str, typer.Option(help="Queue policy: fifo, sjf, las, fair, neocloud.")] = "fifo",
+    placement: Annotated[str, typer.Option(help="Placement: neocloud, fgd, topo, bestfit, random.")] = "neocloud",
+    policy: Annotated[str, typer.Option(help="Queue policy: neocloud, fifo, sjf, las, fair.")] = "neocloud",
     backfill: Annotated[bool, typer.Option(help="EASY backfill behind the blocked head job.")] = True,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
@@ -191,3 +191,6 @@ def _print_report(report: dict) -> None:
             value = f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
         table.add_row(key, str(value))
     console.print(table)
+
+
+from neocloud.cli import jobs as _jobs, service as _service  # noqa: E402, F401 - they add their commands to `app`

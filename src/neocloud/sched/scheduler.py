@@ -184,11 +184,12 @@ class Scheduler:
         """Drop wake-ups of jobs no longer running; for those due, rerank and book the next one."""
         while self._wakeups:
             t, job_id = self._wakeups[0]
-            rec = self.jobs[job_id]
-            if rec.state == "RUNNING" and t > now:
+            rec = self.jobs.get(job_id)  # None once an ended job is forgotten
+            running = rec is not None and rec.state == "RUNNING"
+            if running and t > now:
                 return
             heapq.heappop(self._wakeups)
-            if rec.state == "RUNNING":
+            if running:
                 self._rerank = True
                 wake = self.queue.next_review(rec, now)
                 if wake is not None:

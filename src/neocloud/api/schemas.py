@@ -1,0 +1,203 @@
+"""What goes over the wire. `JobSpec` is the one job schema, for the CLI's files and the API."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from neocloud.errors import NeocloudError
+from neocloud.model.catalog import gpu_type
+from neocloud.model.job import PriorityClass
+
+NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+MAX_GPUS = 1_000_000
+MAX_ID = 2**31 - 1  # ids and offsets the store's integer columns can hold
+
+
+def seconds(value: Any) -> float | None:
+    """A duration as seconds: a number of seconds, or a string such as '90s', '30m', '2h', '1.5d'."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '30m' or '2h'")
+    if isinstance(value, int | float):
+        s = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        s = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    else:
+        raise ValueError(f"{value!r} is not a duration: give seconds, or a string like '30m' or '2h'")
+    if not 0 < s <= 10 * 365 * 86400:
+        raise ValueError("a duration must be above 0 and at most 10 years")
+    return s
+
+
+Duration = Annotated[float | None, Field(default=None, description="Seconds, or '90s', '30m', '2h', '1d'.")]
+
+
+class JobSpec(BaseModel):
+    """A job as a tenant writes it (YAML or JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME, description="1-63 letters, digits, '.', '_' or '-'.")
+    command: str | list[str] = Field(description="A shell command line, or an argv list.")
+    gpus: float = Field(default=1, ge=0, le=MAX_GPUS, description="Whole GPUs, or a fraction of one (< 1).")
+    gpus_per_node: int | None = Field(default=None, ge=1, le=1024)
+    gpu_type: str | None = Field(default=None, max_length=64, description="A catalog GPU model; any if unset.")
+    priority: PriorityClass = PriorityClass.ON_DEMAND
+    estimated_duration: Duration = None
+    checkpoint_interval: Duration = None
+    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    tenant: str | None = Field(default=None, pattern=NAME, description="Admin only: submit for this tenant.")
+
+    @field_validator("estimated_duration", "checkpoint_interval", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float | None:
+        return seconds(v)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | list[str]) -> str | list[str]:
+        parts = [v] if isinstance(v, str) else v
+        if not parts or not parts[0].strip():
+            raise ValueError("command must not be empty")
+        if sum(len(p) for p in parts) > 65_536:
+            raise ValueError("command must be at most 64 KiB")
+        if any("\x00" in p for p in parts):
+            raise ValueError("command must not contain NUL characters")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not ENV_NAME.match(key):
+                raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            if "\x00" in value or len(value) > 32_768:
+                raise ValueError(f"environment variable {key!r}: value has a NUL or is over 32 KiB")
+        return v
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _gpu_type(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return gpu_type(v).name
+        except NeocloudError as e:
+            raise ValueError(str(e)) from None
+
+    @model_validator(mode="after")
+    def _shape(self) -> JobSpec:
+        if self.gpus >= 1 and self.gpus != int(self.gpus):
+            raise ValueError(f"gpus: {self.gpus:g} is neither whole GPUs nor a fraction of one below 1")
+        if self.gpus_per_node and self.gpus < 1:
+            raise ValueError("gpus_per_node needs gpus of at least 1")
+        if self.gpus_per_node and int(self.gpus) % self.gpus_per_node:
+            raise ValueError(f"gpus ({self.gpus:g}) must be a multiple of gpus_per_node ({self.gpus_per_node})")
+        return self
+
+
+class JobOut(BaseModel):
+    id: int
+    name: str
+    tenant: str
+    state: str
+    priority: str
+    gpus: float
+    command: str | list[str]
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    attempts: int
+    placement: list[dict[str, Any]] | None
+    exit_code: int | None
+    reason: str
+    cancel_requested: bool
+    spec: dict[str, Any]
+
+
+class EventOut(BaseModel):
+    at: float
+    kind: str
+    message: str
+
+
+class LogsOut(BaseModel):
+    job_id: int
+    rank: int
+    stream: str
+    offset: int = Field(description="Byte offset of `text` in the log file.")
+    next_offset: int = Field(description="Ask from here to follow the log.")
+    text: str
+    done: bool = Field(description="The job has ended: nothing more will come.")
+
+
+class NodeOut(BaseModel):
+    name: str
+    gpu_type: str | None
+    gpus: int
+    gpus_free: int
+    leaf: str
+    fabric: str
+    site: str
+    state: str = Field(description="IDLE, MIXED, ALLOCATED, DRAINING, DRAINED or CORDONED.")
+    reason: str
+    jobs: list[int]
+
+
+class QueueEntry(BaseModel):
+    position: int
+    id: int
+    name: str
+    tenant: str
+    priority: str
+    gpus: float
+    waiting_s: float
+
+
+class TenantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME)
+
+
+class TenantOut(BaseModel):
+    name: str
+    created_at: float
+    tokens: int
+    jobs_active: int
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(default="", max_length=63)
+
+
+class TokenOut(BaseModel):
+    tenant: str
+    label: str
+    token: str = Field(description="Shown once; the server keeps only its digest.")
+
+
+class NodeAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=1024)
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: float
+    actor: str
+    method: str
+    path: str
+    client: str
+    status: int
+    detail: str

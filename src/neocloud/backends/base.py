@@ -1,0 +1,61 @@
+"""What the controller asks of a backend, and what a backend reports back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One attempt of a job: the same command on each of its nodes, one process group per node."""
+
+    job_id: int
+    attempt: int
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    nodes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (node name, GPU indices on it) per rank
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """An attempt that ended: each rank's exit status (None when it left none: killed or lost)."""
+
+    job_id: int
+    attempt: int
+    codes: tuple[int | None, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c == 0 for c in self.codes)
+
+    @property
+    def code(self) -> int | None:
+        """The job's exit status: the first non-zero rank's, else 0."""
+        return next((c for c in self.codes if c != 0), 0)
+
+
+Recovered = Literal["running"] | Exit | None
+
+
+class Backend(Protocol):
+    name: str
+
+    def launch(self, task: Task) -> None:
+        """Start every rank of the attempt; return once they are started."""
+
+    def stop(self, job_id: int, attempt: int) -> None:
+        """Stop the attempt's processes (its end then comes through `poll`)."""
+
+    def poll(self) -> list[Exit]:
+        """Attempts that ended since the last poll."""
+
+    def recover(self, job_id: int, attempt: int, ranks: int) -> Recovered:
+        """After a restart: 'running' (adopted), its Exit if it ended meanwhile, None if lost."""
+
+    def reap_orphans(self, keep: set[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Kill processes of attempts not in `keep` (ended or cancelled jobs); say which."""
+
+    def log_path(self, job_id: int, rank: int, stream: str) -> Path:
+        """Where a rank's stdout or stderr is kept."""

@@ -1,0 +1,168 @@
+"""Client commands: submit and follow jobs, see nodes and the queue, manage tenants. Thin: each
+is one or two API calls through `neocloud.client`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from neocloud.cli.main import app, console
+from neocloud.client import Client, read_spec
+
+node_app = typer.Typer(help="Operate on nodes: cordon, uncordon, drain.", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenants and their tokens (admin).", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+app.add_typer(tenant_app, name="tenants")
+
+Server = Annotated[Optional[str], typer.Option("--server", help="API URL (default: NEOCLOUD_SERVER or "
+                                                                 "http://127.0.0.1:8420).")]
+Token = Annotated[Optional[str], typer.Option("--token", help="API token (default: NEOCLOUD_TOKEN, or the local "
+                                                               "admin token).")]
+
+
+def _client(server: str | None, token: str | None) -> Client:
+    return Client(server, token)
+
+
+def _when(t: float | None) -> str:
+    return "" if t is None else dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _placement(p: list[dict[str, Any]] | None) -> str:
+    return " ".join(f"{x['node']}[{','.join(map(str, x['gpus']))}]" for x in p or [])
+
+
+@app.command()
+def submit(spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.")],
+           tenant: Annotated[Optional[str], typer.Option(help="Submit for this tenant (admin token).")] = None,
+           server: Server = None, token: Token = None) -> None:
+    """Submit a job; print its id."""
+    body = read_spec(spec)
+    if tenant:
+        body["tenant"] = tenant
+    job = _client(server, token).submit(body)
+    console.print(f"job {job['id']} ({job['name']}) submitted: {job['state']}")
+
+
+@app.command("jobs")
+def list_jobs(state: Annotated[Optional[str], typer.Option(help="Only jobs in this state.")] = None,
+              limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+              server: Server = None, token: Token = None) -> None:
+    """List jobs, newest first."""
+    table = Table("id", "name", "tenant", "state", "GPUs", "submitted", "placement")
+    for j in _client(server, token).jobs(state=state, limit=limit):
+        table.add_row(str(j["id"]), j["name"], j["tenant"], j["state"], f"{j['gpus']:g}", _when(j["submitted_at"]),
+                      _placement(j["placement"]))
+    console.print(table)
+
+
+@app.command("job")
+def show_job(job_id: int, server: Server = None, token: Token = None) -> None:
+    """Show one job and what happened to it."""
+    c = _client(server, token)
+    j = c.job(job_id)
+    table = Table(show_header=False, title=f"job {j['id']}: {j['name']}")
+    for key in ("tenant", "state", "priority", "gpus", "attempts", "exit_code", "reason"):
+        table.add_row(key, str(j[key]))
+    table.add_row("command", j["command"] if isinstance(j["command"], str) else " ".join(j["command"]))
+    table.add_row("placement", _placement(j["placement"]))
+    for key in ("submitted_at", "started_at", "ended_at"):
+        table.add_row(key.removesuffix("_at"), _when(j[key]))
+    console.print(table)
+    events = Table("when", "event", "detail", title="events")
+    for e in c.events(job_id):
+        events.add_row(_when(e["at"]), e["kind"], e["message"])
+    console.print(events)
+
+
+@app.command()
+def logs(job_id: int,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+         rank: Annotated[int, typer.Option(help="Which node of a multi-node job.")] = 0,
+         stderr: Annotated[bool, typer.Option("--stderr", help="Standard error instead of standard output.")] = False,
+         server: Server = None, token: Token = None) -> None:
+    """Print a job's output."""
+    c = _client(server, token)
+    stream = "stderr" if stderr else "stdout"
+    if follow:
+        for text in c.follow(job_id, rank, stream):
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        return
+    offset = 0
+    while True:
+        chunk = c.logs(job_id, offset, rank, stream)
+        sys.stdout.write(chunk["text"])
+        if chunk["next_offset"] == offset:
+            break
+        offset = chunk["next_offset"]
+
+
+@app.command()
+def cancel(job_id: int, server: Server = None, token: Token = None) -> None:
+    """Cancel a job: a pending one at once, a running one once its processes stop."""
+    j = _client(server, token).cancel(job_id)
+    console.print(f"job {j['id']}: {'cancelling' if j['state'] == 'RUNNING' else j['state']}")
+
+
+@app.command()
+def queue(server: Server = None, token: Token = None) -> None:
+    """Pending jobs in the order the scheduler will try them."""
+    table = Table("#", "id", "name", "tenant", "priority", "GPUs", "waiting")
+    for q in _client(server, token).queue():
+        table.add_row(str(q["position"]), str(q["id"]), q["name"], q["tenant"], q["priority"], f"{q['gpus']:g}",
+                      f"{q['waiting_s']:.0f} s")
+    console.print(table)
+
+
+@app.command()
+def nodes(server: Server = None, token: Token = None) -> None:
+    """Nodes, their GPUs and state."""
+    table = Table("node", "site", "fabric", "leaf", "GPU", "free/total", "state", "jobs", "reason")
+    for n in _client(server, token).nodes():
+        table.add_row(n["name"], n["site"], n["fabric"], n["leaf"], n["gpu_type"] or "-", f"{n['gpus_free']}/{n['gpus']}",
+                      n["state"], " ".join(map(str, n["jobs"])), n["reason"])
+    console.print(table)
+
+
+def _node_command(action: str, doc: str) -> None:
+    def command(name: str, reason: Annotated[str, typer.Option(help="Why (kept with the node).")] = "",
+                server: Server = None, token: Token = None) -> None:
+        _client(server, token).node_action(name, action, reason)
+        console.print(f"node {name}: {action} done")
+
+    command.__doc__ = doc
+    node_app.command(action)(command)
+
+
+_node_command("cordon", "Stop placing new work on a node; what runs there stays.")
+_node_command("uncordon", "Let a node take new work again.")
+_node_command("drain", "Cordon a node and let its jobs finish: DRAINING, then DRAINED.")
+
+
+@tenant_app.command("list")
+def tenants_list(server: Server = None, token: Token = None) -> None:
+    """Tenants, their tokens and active jobs."""
+    table = Table("tenant", "created", "tokens", "active jobs")
+    for t in _client(server, token).tenants():
+        table.add_row(t["name"], _when(t["created_at"]), str(t["tokens"]), str(t["jobs_active"]))
+    console.print(table)
+
+
+@tenant_app.command("create")
+def tenants_create(name: str, server: Server = None, token: Token = None) -> None:
+    """Create a tenant."""
+    _client(server, token).create_tenant(name)
+    console.print(f"tenant {name} created; make it a token with `neocloud tenants token {name}`")
+
+
+@tenant_app.command("token")
+def tenants_token(name: str, label: Annotated[str, typer.Option(help="A note to tell tokens apart.")] = "",
+                  server: Server = None, token: Token = None) -> None:
+    """Make an API token for a tenant and print it (it is shown only this once)."""
+    print(_client(server, token).create_token(name, label))

@@ -1,0 +1,36 @@
+"""`neocloud up`: start the control plane."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from neocloud.cli.main import app, err
+from neocloud.client import data_dir as default_data_dir
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where the database, logs and admin token live "
+                                                        "(default: NEOCLOUD_DATA_DIR or ~/.neocloud).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8420,
+    fleet: Annotated[Optional[Path], typer.Option(help="Fleet YAML (default: this host, or one emulated 8-GPU node).")] = None,
+    backend: Annotated[str, typer.Option(help="Where jobs run: local.")] = "local",
+    database_url: Annotated[Optional[str], typer.Option(
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: NEOCLOUD_DATABASE_URL, else SQLite "
+             "in the data directory).")] = None,
+) -> None:
+    """Start the control plane: API, scheduler and backend, on SQLite and local processes by default."""
+    from neocloud.api.server import open_service, serve
+
+    directory = default_data_dir(data_dir)
+    service = open_service(directory, database=database_url, fleet_path=fleet, backend=backend)
+    token = "NEOCLOUD_ADMIN_TOKEN" if os.environ.get("NEOCLOUD_ADMIN_TOKEN") else str(directory / "admin.token")
+    err.print(f"neocloud up: http://{host}:{port} (API docs at /docs) | fleet {service.fleet.name}: "
+              f"{len(service.fleet.nodes)} node(s), {service.fleet.total_gpus} GPU(s) | backend {backend} | "
+              f"data {directory} | admin token in {token}", highlight=False)
+    serve(service, host, port)

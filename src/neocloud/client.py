@@ -1,0 +1,165 @@
+"""A Python client of the neocloud API, on httpx; the CLI is built on it.
+
+    from neocloud.client import Client
+    c = Client("http://127.0.0.1:8420", token="nct_...")
+    job = c.submit({"name": "train", "command": "python train.py", "gpus": 16, "gpus_per_node": 8})
+    print(c.job(job["id"])["state"])
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from neocloud.errors import NeocloudError
+
+DEFAULT_SERVER = "http://127.0.0.1:8420"
+DEFAULT_DATA_DIR = Path("~/.neocloud")
+
+
+def data_dir(given: str | Path | None = None) -> Path:
+    return Path(given or os.environ.get("NEOCLOUD_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
+
+
+class ApiError(NeocloudError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+
+
+class Client:
+    """Talks to one server with one token: NEOCLOUD_SERVER and NEOCLOUD_TOKEN by default, and, on
+    the server's own machine, the admin token it wrote to its data directory."""
+
+    def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.server = (server or os.environ.get("NEOCLOUD_SERVER") or DEFAULT_SERVER).rstrip("/")
+        token = token or os.environ.get("NEOCLOUD_TOKEN") or _local_admin_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.TransportError as e:
+            raise NeocloudError(f"cannot reach the neocloud server at {self.server} ({e}); "
+                                "is `neocloud up` running, and is --server (or NEOCLOUD_SERVER) right?") from None
+        if r.status_code >= 400:
+            raise ApiError(r.status_code, _message(r))
+        return r.json() if r.content else None
+
+    # -- jobs -----------------------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/jobs", json=spec)
+
+    def jobs(self, state: str | None = None, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"state": state, "tenant": tenant, "limit": limit}.items() if v is not None}
+        return self._call("GET", "/v1/jobs", params=params)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}")
+
+    def events(self, job_id: int) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/jobs/{job_id}/events")
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/jobs/{job_id}")
+
+    def logs(self, job_id: int, offset: int = 0, rank: int = 0, stream: str = "stdout") -> dict[str, Any]:
+        return self._call("GET", f"/v1/jobs/{job_id}/logs",
+                          params={"offset": offset, "rank": rank, "stream": stream})
+
+    def follow(self, job_id: int, rank: int = 0, stream: str = "stdout", poll_s: float = 0.5) -> Iterator[str]:
+        """The log as it grows, until the job has ended and all of it was read."""
+        offset = 0
+        while True:
+            chunk = self.logs(job_id, offset, rank, stream)
+            if chunk["text"]:
+                yield chunk["text"]
+            offset = chunk["next_offset"]
+            if chunk["done"] and not chunk["text"]:
+                return
+            if not chunk["text"]:
+                time.sleep(poll_s)
+
+    def wait(self, job_id: int, states: tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELLED"),
+             timeout: float = 300.0, poll_s: float = 0.2) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["state"] in states:
+                return job
+            if time.monotonic() > deadline:
+                raise NeocloudError(f"job {job_id} still {job['state']} after {timeout:g} s")
+            time.sleep(poll_s)
+
+    def queue(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/queue")
+
+    # -- fleet and admin ------------------------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/nodes")
+
+    def node_action(self, name: str, action: str, reason: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/v1/nodes/{name}/{action}", json={"reason": reason})
+
+    def tenants(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/tenants")
+
+    def create_tenant(self, name: str) -> dict[str, Any]:
+        return self._call("POST", "/v1/tenants", json={"name": name})
+
+    def create_token(self, tenant: str, label: str = "") -> str:
+        return self._call("POST", f"/v1/tenants/{tenant}/tokens", json={"label": label})["token"]
+
+    def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/audit", params={"limit": limit})
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/healthz")
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """A job spec file (YAML or JSON, which YAML reads too)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise NeocloudError(f"cannot read job spec {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise NeocloudError(f"{path}: not valid YAML or JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise NeocloudError(f"{path}: a job spec is a mapping with at least 'name' and 'command'")
+    return data
+
+
+def _local_admin_token() -> str | None:
+    path = data_dir() / "admin.token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _message(r: httpx.Response) -> str:
+    try:
+        detail = r.json().get("detail")
+    except ValueError:
+        return r.text[:500] or r.reason_phrase
+    if isinstance(detail, list):  # FastAPI's validation errors: name each bad field
+        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'body'}: {d.get('msg')}"
+                         for d in detail)
+    return str(detail)

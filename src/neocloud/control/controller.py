@@ -1,0 +1,412 @@
+"""The core's control loop in real time: commands and backend events in, actions out.
+
+One thread owns the scheduler and is the only writer to the store. Each turn it takes every
+command waiting (submit, cancel, cordon, ...), the backend's news (attempts that ended), runs one
+scheduling pass, and writes all of it in one transaction; only after that commit are callers
+answered and the actions carried out. So whatever the API acknowledged is on disk, a launch is
+recorded before its process exists, and many submits share one commit.
+
+Restart: pending jobs go back in the queue; each running job is asked of the backend: still
+running (adopted where it runs), ended meanwhile (settled), or lost (requeued, from its last
+checkpoint if it writes them). Processes of jobs that are no longer running are killed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from neocloud.backends.base import Backend, Exit, Task
+from neocloud.control.metrics import Metrics
+from neocloud.errors import NeocloudError, SchedulingError
+from neocloud.model.events import Launch, Preempt
+from neocloud.model.fleet import Fleet
+from neocloud.model.job import Job, PriorityClass
+from neocloud.sched.scheduler import Scheduler
+from neocloud.sched.state import FULL, Allocation
+from neocloud.store.tables import AuditRow, JobEvent, JobRow, NodeRow, Tenant, Token
+
+log = logging.getLogger("neocloud.controller")
+T = TypeVar("T")
+ACTIVE = ("PENDING", "RUNNING")
+BATCH = 512  # commands per turn at most
+DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
+
+
+class NotFound(NeocloudError):
+    """The thing asked for does not exist (or belongs to another tenant)."""
+
+
+class Conflict(NeocloudError):
+    """The request clashes with what exists (a tenant name taken, a job already ended)."""
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class _Command:
+    run: Callable[[Session, float], Any]
+    future: Future
+
+
+class Controller:
+    def __init__(
+        self,
+        fleet: Fleet,
+        sessions: sessionmaker[Session],
+        backend: Backend,
+        *,
+        queue_policy: str = "neocloud",
+        placement: str = "neocloud",
+        tick_s: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.fleet = fleet
+        self.sessions = sessions
+        self.backend = backend
+        self.sched = Scheduler(fleet, queue=queue_policy, placement=placement)
+        self.tick_s = tick_s
+        self.clock = clock
+        self.metrics = Metrics()
+        self.node_ids = {n.name: n.id for n in fleet.nodes}
+        self.tokens: dict[str, str] = {}  # digest -> tenant
+        self.tenants: set[str] = set()
+        self._next_id = 1  # job ids are given here, not by the database: this loop is its only writer
+        self._inbox: queue.Queue[_Command] = queue.Queue()
+        self._stopping: dict[str, int] = {}  # job id -> attempt still stopping (preempted or cancelled)
+        self._launch_failed: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        self._after: list[Callable[[], None]] = []  # backend calls to make once this turn is committed
+        # Backend calls (spawning and signalling processes) run in order on a thread of their own,
+        # so the loop goes on deciding and committing meanwhile.
+        self._carrier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neocloud-backend")
+        self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
+        self.failed: str | None = None  # why the loop stopped, if it did
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._recover()
+        self._thread = threading.Thread(target=self._loop, name="neocloud-controller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._carrier.shutdown(wait=True)
+
+    def call(self, run: Callable[[Session, float], T]) -> Future:
+        """Run `run(session, now)` in the loop's next turn. The future is resolved once that turn's
+        transaction is committed (`.result()` to wait here, `asyncio.wrap_future` to await it)."""
+        fut: Future = Future()
+        if self.failed:
+            fut.set_exception(NeocloudError(f"the controller has stopped: {self.failed}"))
+            return fut
+        self._inbox.put(_Command(run, fut))
+        return fut
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._halt.is_set():
+            commands = self._take()
+            try:
+                self._turn(commands)
+            except Exception as e:  # the store failed: stop rather than diverge from it
+                log.exception("controller turn failed")
+                self.failed = f"{type(e).__name__}: {e}"
+                while True:
+                    for c in commands:
+                        if not c.future.done():
+                            c.future.set_exception(NeocloudError(f"the controller has stopped: {self.failed}"))
+                    commands = self._take()
+                    if not commands:
+                        return
+
+    def _take(self) -> list[_Command]:
+        try:
+            commands = [self._inbox.get(timeout=self.tick_s)]
+        except queue.Empty:
+            return []
+        while len(commands) < BATCH:
+            try:
+                commands.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return commands
+
+    def _turn(self, commands: list[_Command]) -> None:
+        now = self.clock()
+        results: list[tuple[_Command, Any, BaseException | None]] = []
+        with self.sessions.begin() as s:
+            for c in commands:
+                try:
+                    results.append((c, c.run(s, now), None))
+                except NeocloudError as e:
+                    results.append((c, None, e))
+            while not self._launch_failed.empty():
+                job_id, why = self._launch_failed.get()
+                row = s.get(JobRow, job_id)
+                if row is not None and row.state == "RUNNING":
+                    self._settle(s, row, "FAILED", None, f"could not start: {why}", now)
+            for ended in self.backend.poll():
+                self._ended(s, ended, now)
+            decisions = self.sched.decisions
+            for action in self.sched.schedule(now):
+                if isinstance(action, Launch):
+                    task = self._launched(s, action, now)
+                    self._after.append(lambda task=task: self._launch(task))
+                elif isinstance(action, Preempt):
+                    job_id, attempt = self._preempted(s, action, now)
+                    self._after.append(lambda j=job_id, a=attempt: self.backend.stop(j, a))
+            self.metrics.decisions.inc(self.sched.decisions - decisions)
+        for c, value, error in results:
+            if error is None:
+                c.future.set_result(value)
+            else:
+                c.future.set_exception(error)
+        for call in self._after:  # stops come before launches: they were booked first
+            self._carrier.submit(call)
+        self._after = []
+        self.metrics.observe(self.sched)
+
+    def _launch(self, task: Task) -> None:
+        try:
+            self.backend.launch(task)
+        except OSError as e:
+            self._launch_failed.put((task.job_id, str(e)))
+
+    # -- what actions and backend news do to the store ----------------------------------------
+    def _launched(self, s: Session, action: Launch, now: float) -> Task:
+        row = s.get(JobRow, int(action.job_id))
+        row.state, row.started_at, row.attempts = "RUNNING", now, row.attempts + 1
+        row.placement = [{"node": self.fleet.nodes[n].name, "gpus": list(g)} for n, g in zip(action.nodes, action.gpus)]
+        where = ", ".join(f"{p['node']}[{','.join(map(str, p['gpus']))}]" for p in row.placement)
+        _event(s, row.id, now, "started", f"attempt {row.attempts} on {where}")
+        return self._task(row)
+
+    def _task(self, row: JobRow) -> Task:
+        spec = row.spec
+        command = spec["command"]
+        argv = ("/bin/sh", "-c", command) if isinstance(command, str) else tuple(command)
+        env = dict(spec.get("env") or {})
+        return Task(row.id, row.attempts, argv, env,
+                    tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []))
+
+    def _preempted(self, s: Session, action: Preempt, now: float) -> tuple[int, int]:
+        row = s.get(JobRow, int(action.job_id))
+        self._requeue(s, row, now, f"preempted ({action.reason})")
+        self._stopping[action.job_id] = row.attempts
+        self.sched.hold(action.job_id)  # not again until this attempt has stopped
+        return row.id, row.attempts
+
+    def _requeue(self, s: Session, row: JobRow, now: float, why: str) -> None:
+        if row.started_at is not None:
+            row.run_s += max(now - row.started_at, 0.0)
+        row.state, row.started_at, row.placement = "PENDING", None, None
+        _event(s, row.id, now, "requeued", why)
+
+    def _ended(self, s: Session, ended: Exit, now: float) -> None:
+        key = str(ended.job_id)
+        if self._stopping.get(key) == ended.attempt:
+            del self._stopping[key]
+            self.sched.unhold(key)
+            return
+        row = s.get(JobRow, ended.job_id)
+        if row is None or row.state != "RUNNING" or row.attempts != ended.attempt:
+            return
+        self._settle(s, row, *_outcome(row, ended), now)
+
+    def _settle(self, s: Session, row: JobRow, state: str, code: int | None, why: str, now: float) -> None:
+        if row.started_at is not None:
+            row.run_s += max(now - row.started_at, 0.0)
+        row.state, row.ended_at, row.exit_code, row.reason = state, now, code, why
+        if str(row.id) in self.sched.jobs:
+            self.sched.finish(str(row.id), now, state)
+            self.sched.forget(str(row.id))
+        self._stopping.pop(str(row.id), None)
+        self.metrics.outcomes.labels(state=state).inc()
+        _event(s, row.id, now, state.lower(), why)
+
+    # -- commands (run inside the loop) -------------------------------------------------------
+    def submit(self, tenant: str, spec: dict[str, Any]) -> Future:  # of the JobRow
+        def run(s: Session, now: float) -> JobRow:
+            if tenant not in self.tenants:
+                raise NotFound(f"no tenant {tenant!r}")
+            job = self._job(str(self._next_id), tenant, spec, now)
+            self.sched.check(job)
+            row = JobRow(id=self._next_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
+                         priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
+                         reason="", cancel_requested=False)
+            self._next_id += 1
+            s.add(row)
+            self.sched.submit(job, now)
+            _event(s, row.id, now, "submitted", f"{job.gpus:g} GPU(s), {job.priority.value}")
+            self.metrics.submitted.inc()
+            return row
+
+        return self.call(run)
+
+    def cancel(self, job_id: int, tenant: str | None) -> Future:  # of the JobRow
+        def run(s: Session, now: float) -> JobRow:
+            row = s.get(JobRow, job_id)
+            if row is None or (tenant is not None and row.tenant != tenant):
+                raise NotFound(f"no job {job_id}")
+            if row.state == "PENDING":
+                self._settle(s, row, "CANCELLED", None, "cancelled while pending", now)
+            elif row.state == "RUNNING" and not row.cancel_requested:
+                row.cancel_requested = True
+                _event(s, row.id, now, "cancel-requested", "stopping its processes")
+                self._after.append(lambda: self.backend.stop(row.id, row.attempts))
+            return row
+
+        return self.call(run)
+
+    def set_node(self, name: str, action: str, reason: str) -> Future:
+        if name not in self.node_ids:
+            raise NotFound(f"no node {name!r}")
+
+        def run(s: Session, now: float) -> None:
+            row = s.get(NodeRow, name) or NodeRow(name=name, updated_at=now)
+            row.cordoned = action in ("cordon", "drain")
+            row.draining = action == "drain"
+            row.reason = reason if action != "uncordon" else ""
+            row.updated_at = now
+            s.add(row)
+            self.sched.state.set_schedulable(self.node_ids[name], not row.cordoned)
+
+        return self.call(run)
+
+    def create_tenant(self, name: str) -> Future:  # of the Tenant
+        def run(s: Session, now: float) -> Tenant:
+            if name in self.tenants:
+                raise Conflict(f"tenant {name!r} exists")
+            row = Tenant(name=name, created_at=now)
+            s.add(row)
+            self.tenants.add(name)
+            return row
+
+        return self.call(run)
+
+    def create_token(self, tenant: str, label: str) -> Future:  # of the token
+        token = "nct_" + secrets.token_urlsafe(32)
+
+        def run(s: Session, now: float) -> str:
+            if tenant not in self.tenants:
+                raise NotFound(f"no tenant {tenant!r}")
+            s.add(Token(tenant=tenant, digest=digest(token), label=label, created_at=now))
+            self.tokens[digest(token)] = tenant
+            return token
+
+        return self.call(run)
+
+    def audit(self, entry: dict[str, Any]) -> Future:
+        return self.call(lambda s, now: s.add(AuditRow(at=now, **entry)))
+
+    def view(self, read: Callable[[Scheduler], T]) -> Future:
+        """Read the scheduler's state consistently, from inside the loop."""
+        return self.call(lambda s, now: read(self.sched))
+
+    # -- start-up ------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        now = self.clock()
+        with self.sessions.begin() as s:
+            self.tenants = set(s.scalars(select(Tenant.name)))
+            if not self.tenants:
+                s.add(Tenant(name=DEFAULT_TENANT, created_at=now))
+                self.tenants.add(DEFAULT_TENANT)
+            self.tokens = {t.digest: t.tenant for t in s.scalars(select(Token))}
+            self._next_id = (s.scalar(select(func.max(JobRow.id))) or 0) + 1
+            for node in s.scalars(select(NodeRow)):
+                if node.name in self.node_ids and node.cordoned:
+                    self.sched.state.set_schedulable(self.node_ids[node.name], False)
+            keep: set[tuple[int, int]] = set()
+            for row in s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE)).order_by(JobRow.id)):
+                try:
+                    if row.state == "RUNNING":
+                        if self._readopt(s, row, now):
+                            keep.add((row.id, row.attempts))
+                    else:
+                        self.sched.submit(self._job(str(row.id), row.tenant, row.spec, row.submitted_at), now,
+                                          ran_s=row.run_s)
+                except SchedulingError as e:
+                    self._settle_unknown(s, row, now, str(e))
+            for job_id, attempt in self.backend.reap_orphans(keep):
+                log.warning("killed leftover processes of job %s attempt %s", job_id, attempt)
+
+    def _readopt(self, s: Session, row: JobRow, now: float) -> bool:
+        """Whether the running job was adopted; otherwise it was settled or requeued."""
+        found = self.backend.recover(row.id, row.attempts, len(row.placement or []))
+        job = self._job(str(row.id), row.tenant, row.spec, row.submitted_at)
+        if isinstance(found, Exit):
+            self._settle(s, row, *_outcome(row, found), now)
+            return False
+        if found == "running":
+            alloc = self._allocation(row)
+            if alloc is not None:
+                self.sched.adopt(job, alloc, row.started_at or now, ran_s=row.run_s)
+                _event(s, row.id, now, "adopted", "found running after a controller restart")
+                return True
+            self.backend.stop(row.id, row.attempts)  # its nodes left the fleet: start it afresh
+            self._stopping[job.id] = row.attempts
+        self._requeue(s, row, now, "its processes were gone after a controller restart" if found is None
+                      else "its nodes are no longer in the fleet")
+        self.sched.submit(job, now, ran_s=row.run_s)
+        if job.id in self._stopping:
+            self.sched.hold(job.id)
+        return False
+
+    def _settle_unknown(self, s: Session, row: JobRow, now: float, why: str) -> None:
+        row.state, row.ended_at, row.reason = "FAILED", now, f"no longer fits this fleet: {why}"
+        _event(s, row.id, now, "failed", row.reason)
+
+    def _allocation(self, row: JobRow) -> Allocation | None:
+        try:
+            nodes = tuple(self.node_ids[p["node"]] for p in row.placement or [])
+        except KeyError:
+            return None
+        gpus = tuple(tuple(p["gpus"]) for p in row.placement or [])
+        job = self._job(str(row.id), row.tenant, row.spec, row.submitted_at)
+        milli = job.gpu_milli if job.fractional else FULL
+        return Allocation(str(row.id), nodes, gpus, milli) if nodes else None
+
+    @staticmethod
+    def _job(job_id: str, tenant: str, spec: dict[str, Any], submitted: float) -> Job:
+        return Job(
+            id=job_id,
+            name=spec["name"],
+            gpus=float(spec.get("gpus", 1)),
+            gpus_per_node=spec.get("gpus_per_node"),
+            gpu_types=(spec["gpu_type"],) if spec.get("gpu_type") else (),
+            tenant=tenant,
+            priority=PriorityClass(spec.get("priority", "on-demand")),
+            submit_s=submitted,
+            estimate_s=spec.get("estimated_duration"),
+            checkpoint_interval_s=spec.get("checkpoint_interval"),
+        )
+
+
+def _outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
+    """(state, exit status, reason) of an attempt that ended."""
+    if row.cancel_requested:
+        return "CANCELLED", ended.code, "cancelled"
+    if ended.ok:
+        return "COMPLETED", 0, "exit 0"
+    codes = ", ".join("lost" if c is None else str(c) for c in ended.codes)
+    return "FAILED", ended.code, f"exit status per node: {codes}"
+
+
+def _event(s: Session, job_id: int, at: float, kind: str, message: str) -> None:
+    s.add(JobEvent(job_id=job_id, at=at, kind=kind, message=message))

@@ -1,0 +1,45 @@
+"""Prometheus metrics of one control plane, in a registry of its own."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge
+
+from neocloud.model.job import PriorityClass
+from neocloud.sched.scheduler import Scheduler
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.queue_depth = Gauge("neocloud_queue_depth", "Jobs waiting, by priority class", ["priority"],
+                                 registry=self.registry)
+        self.gpus_allocated = Gauge("neocloud_gpus_allocated", "GPUs held by running jobs", ["tenant", "priority"],
+                                    registry=self.registry)
+        self.gpus_total = Gauge("neocloud_gpus_total", "GPUs in the fleet", registry=self.registry)
+        self.jobs_running = Gauge("neocloud_jobs_running", "Jobs running", registry=self.registry)
+        self.decisions = PromCounter("neocloud_scheduler_decisions", "Placement decisions made",
+                                     registry=self.registry)
+        self.submitted = PromCounter("neocloud_jobs_submitted", "Jobs accepted", registry=self.registry)
+        self.outcomes = PromCounter("neocloud_jobs_finished", "Jobs that ended, by final state", ["state"],
+                                    registry=self.registry)
+        self._held: set[tuple[str, str]] = set()
+
+    def observe(self, sched: Scheduler) -> None:
+        """Set the gauges from the scheduler's state (called by the loop after each turn)."""
+        waiting = Counter(rec.job.priority.value for rec in sched.jobs.values() if rec.state in ("PENDING", "HELD"))
+        for p in PriorityClass:
+            self.queue_depth.labels(priority=p.value).set(waiting.get(p.value, 0))
+        held = Counter()
+        for rec in sched.running.values():
+            held[(rec.job.tenant, rec.job.priority.value)] += rec.job.gpus
+        for key in self._held - held.keys():
+            self.gpus_allocated.labels(*key).set(0)
+        for key, gpus in held.items():
+            self.gpus_allocated.labels(*key).set(gpus)
+        self._held = set(held)
+        self.gpus_total.set(sched.state.total_gpus)
+        self.jobs_running.set(len(sched.running))

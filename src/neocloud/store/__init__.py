@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables, the database behind them, and their Alembic migrations."""

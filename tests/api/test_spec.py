@@ -1,0 +1,44 @@
+"""The job spec: one schema for files and the API, with errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from neocloud.api.schemas import JobSpec, seconds
+
+
+@pytest.mark.parametrize(("given", "want"), [(90, 90.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0),
+                                             ("1.5d", 129600.0), (" 45 ", 45.0)])
+def test_durations(given: object, want: float) -> None:
+    assert seconds(given) == want
+
+
+@pytest.mark.parametrize("bad", ["soon", "-5m", 0, True, "2 weeks", 10**12])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        seconds(bad)
+
+
+def test_a_full_spec_normalises() -> None:
+    spec = JobSpec(name="train-7b", command=["python", "train.py"], gpus=16, gpus_per_node=8, gpu_type="h100",
+                   priority="spot", estimated_duration="2h", checkpoint_interval="30m", env={"SEED": "1"})
+    assert (spec.gpu_type, spec.estimated_duration, spec.checkpoint_interval) == ("H100-SXM", 7200.0, 1800.0)
+    assert spec.model_dump(mode="json")["priority"] == "spot"
+
+
+@pytest.mark.parametrize(("fields", "bad"), [
+    ({"gpus": 1.5}, "gpus"),
+    ({"gpus": 12, "gpus_per_node": 8}, "multiple"),
+    ({"gpus": 0.5, "gpus_per_node": 1}, "gpus_per_node"),
+    ({"gpu_type": "Z9000"}, "Z9000"),
+    ({"env": {"1BAD": "x"}}, "1BAD"),
+    ({"command": "  "}, "empty"),
+    ({"command": "echo \x00"}, "NUL"),
+    ({"name": "no spaces"}, "name"),
+    ({"colour": "red"}, "colour"),
+])
+def test_bad_specs_name_what_is_wrong(fields: dict, bad: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        JobSpec(**{"name": "j", "command": "true", **fields})
+    assert bad in str(e.value)
