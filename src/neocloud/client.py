@@ -160,6 +160,6 @@ def _message(r: httpx.Response) -> str:
     except ValueError:
         return r.text[:500] or r.reason_phrase
     if isinstance(detail, list):  # FastAPI's validation errors: name each bad field
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'body'}: {d.get('msg')}"
-                         for d in detail)
+        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'body'}: "
+                         f"{str(d.get('msg')).removeprefix('Value error, ')}" for d in detail)
     return str(detail)

@@ -275,3 +275,17 @@ def test_topo_keeps_a_gang_in_one_leaf_when_cpu_rules_out_the_tightest() -> None
     alloc = TopologyPacking().place(state, Job("g", 16, cpu_milli=16_000), rng())
     assert alloc is not None
     assert leaves_of(fleet, alloc) == {2}
+
+
+@pytest.mark.parametrize("name", list(PLACEMENTS))
+def test_a_gang_goes_to_the_gpu_type_whose_nodes_have_its_cpu(name: str) -> None:
+    """The fit index counts GPUs only: a group with GPUs free but CPU short must not be chosen."""
+    fleet = custom_fleet([[
+        [{"count": 1, "gpu": "H100", "gpus": 1}, {"count": 1, "gpu": "A100", "gpus": 1}],
+        [{"count": 2, "gpu": "A100", "gpus": 1}],
+        [{"count": 1, "gpu": "A100", "gpus": 1}, {"count": 2, "gpu": "H100", "gpus": 1, "cpu_milli": 4000}],
+    ]])
+    job = Job("gang", 3, cpu_milli=8000)
+    alloc = placement(name).place(ClusterState(fleet), job, np.random.default_rng(0))
+    assert alloc is not None
+    assert {fleet.nodes[n].gpu.name for n in alloc.nodes} == {"A100-SXM"}

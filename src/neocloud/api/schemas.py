@@ -12,6 +12,7 @@ from neocloud.model.catalog import gpu_type
 from neocloud.model.job import PriorityClass
 
 NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+NAME_RULE = "1-63 letters, digits, '.', '_' or '-', beginning and ending with a letter or digit"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -36,6 +37,12 @@ def seconds(value: Any) -> float | None:
     return s
 
 
+def name(value: str) -> str:
+    if not re.fullmatch(NAME, value):
+        raise ValueError(f"{value!r} is not a valid name: use {NAME_RULE}")
+    return value
+
+
 Duration = Annotated[float | None, Field(default=None, description="Seconds, or '90s', '30m', '2h', '1d'.")]
 
 
@@ -44,7 +51,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME, description="1-63 letters, digits, '.', '_' or '-'.")
+    name: str = Field(description=NAME_RULE)
     command: str | list[str] = Field(description="A shell command line, or an argv list.")
     gpus: float = Field(default=1, ge=0, le=MAX_GPUS, description="Whole GPUs, or a fraction of one (< 1).")
     gpus_per_node: int | None = Field(default=None, ge=1, le=1024)
@@ -53,7 +60,12 @@ class JobSpec(BaseModel):
     estimated_duration: Duration = None
     checkpoint_interval: Duration = None
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
-    tenant: str | None = Field(default=None, pattern=NAME, description="Admin only: submit for this tenant.")
+    tenant: str | None = Field(default=None, description="Admin only: submit for this tenant.")
+
+    @field_validator("name", "tenant")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return v if v is None else name(v)
 
     @field_validator("estimated_duration", "checkpoint_interval", mode="before")
     @classmethod
@@ -164,7 +176,12 @@ class QueueEntry(BaseModel):
 class TenantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME)
+    name: str = Field(description=NAME_RULE)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return name(v)
 
 
 class TenantOut(BaseModel):

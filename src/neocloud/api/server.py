@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import IO
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from neocloud.api import admin, jobs, nodes
@@ -26,7 +28,7 @@ from neocloud.errors import NeocloudError, SchedulingError
 from neocloud.fleet.loader import default_fleet, load_fleet
 from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
-from neocloud.store.database import connect, database_url, sessions
+from neocloud.store.database import connect, database_url, hold, sessions
 
 log = logging.getLogger("neocloud.server")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -40,7 +42,8 @@ class Service:
     backend: Backend
     controller: Controller
     admin_digest: str
-    lock: IO[str]
+    lock: IO[str]  # the data directory's
+    db_lock: Connection | None  # the database's, on PostgreSQL
 
 
 def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Path | None = None,
@@ -50,11 +53,12 @@ def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Pat
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(data_dir)
     fleet = load_fleet(fleet_path) if fleet_path else local_fleet()
-    url = database_url(data_dir, database)
-    factory = sessions(connect(url))
+    engine = connect(database_url(data_dir, database))
+    db_lock = hold(engine)
+    factory = sessions(engine)
     the_backend = make_backend(backend, data_dir)
     controller = Controller(fleet, factory, the_backend)
-    return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock)
+    return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock, db_lock)
 
 
 def admin_token(data_dir: Path) -> str:
@@ -182,5 +186,12 @@ class AuditLog:
 
 def serve(service: Service, host: str, port: int) -> None:
     import uvicorn
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise NeocloudError(f"cannot listen on {host}:{port} ({e.strerror}); is another server there? "
+                            "choose another --port or --host") from None
 
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)

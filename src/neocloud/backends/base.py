@@ -13,7 +13,7 @@ class Task:
 
     job_id: int
     attempt: int
-    argv: tuple[str, ...]
+    command: str | tuple[str, ...]  # a shell command line, or an argv
     env: dict[str, str] = field(default_factory=dict)
     nodes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (node name, GPU indices on it) per rank
 
@@ -42,8 +42,8 @@ Recovered = Literal["running"] | Exit | None
 class Backend(Protocol):
     name: str
 
-    def launch(self, task: Task) -> None:
-        """Start every rank of the attempt; return once they are started."""
+    def launch(self, tasks: list[Task]) -> list[tuple[int, str]]:
+        """Start every rank of each attempt; return (job id, why) for those that could not start."""
 
     def stop(self, job_id: int, attempt: int) -> None:
         """Stop the attempt's processes (its end then comes through `poll`)."""
@@ -59,3 +59,6 @@ class Backend(Protocol):
 
     def log_path(self, job_id: int, rank: int, stream: str) -> Path:
         """Where a rank's stdout or stderr is kept."""
+
+    def close(self) -> None:
+        """Let go of helpers (the jobs themselves keep running)."""

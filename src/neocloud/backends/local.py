@@ -1,7 +1,8 @@
 """Jobs as real processes on this machine: one process group per rank, logs in files.
 
 Each rank runs under a small `sh` wrapper in a session of its own, so it outlives a crash of the
-server. The wrapper writes the command's exit status to a file when it ends; with the pid file
+server; processes are started by a helper process (`spawner`) so that starting hundreds a second
+does not stall the server. The wrapper writes the command's exit status to a file when it ends; with the pid file
 (pid and the kernel's start time, so a reused pid is not mistaken for ours) a restarted server can
 tell a rank still running, one that ended while it was down, and one that was lost.
 
@@ -11,17 +12,22 @@ tell a rank still running, one that ended while it was down, and one that was lo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from neocloud.backends.base import Exit, Recovered, Task
+from neocloud.backends.spawner import start_time
 
-# Runs "$@" and records its status atomically; exits with it.
-WRAPPER = '"$@"; rc=$?; printf "%s" "$rc" > "$0.tmp" && mv "$0.tmp" "$0"; exit "$rc"'
+# Run the job's argv ("$@"), or its shell command line ($1) in a subshell, then record the exit
+# status in the file named by $0 (read only once the wrapper is gone, so never half-written).
+WRAPPER_ARGV = '"$@"; rc=$?; printf "%s" "$rc" > "$0"; exit "$rc"'
+WRAPPER_SHELL = '(cmd=$1; set --; eval "$cmd"); rc=$?; printf "%s" "$rc" > "$0"; exit "$rc"'
 GRACE_S = 10.0  # between SIGTERM and SIGKILL
 
 
@@ -30,19 +36,14 @@ class _Rank:
     pid: int
     start: str  # the kernel's start time of `pid`
     exit_file: Path
-    proc: subprocess.Popen | None = None  # None when adopted after a restart
 
     def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return _start_time(self.pid) == self.start
+        return start_time(self.pid) == self.start
 
     def code(self) -> int | None:
         try:
             return int(self.exit_file.read_text())
         except (OSError, ValueError):
-            if self.proc is not None and self.proc.returncode is not None and self.proc.returncode >= 0:
-                return self.proc.returncode
             return None
 
 
@@ -61,33 +62,62 @@ class LocalBackend:
         self.root.mkdir(parents=True, exist_ok=True)
         self._live: dict[tuple[int, int], _Attempt] = {}
         self._lock = threading.Lock()
+        self._spawner: subprocess.Popen | None = None
 
     # -- running ------------------------------------------------------------------------------
-    def launch(self, task: Task) -> None:
+    def launch(self, tasks: list[Task]) -> list[tuple[int, str]]:
+        requests = [self._ranks(task) for task in tasks]
+        failed = []
+        for task, reply in zip(tasks, self._spawn(requests)):
+            if "error" in reply:
+                failed.append((task.job_id, reply["error"]))
+                continue
+            job_dir = self.root / str(task.job_id)
+            ranks = [_Rank(pid, start, job_dir / f"attempt-{task.attempt}.rank-{r}.exit")
+                     for r, (pid, start) in enumerate(reply["started"])]
+            with self._lock:
+                self._live[(task.job_id, task.attempt)] = _Attempt(ranks)
+        return failed
+
+    def _ranks(self, task: Task) -> list[dict]:
         job_dir = self.root / str(task.job_id)
-        job_dir.mkdir(parents=True, exist_ok=True)
-        ranks: list[_Rank] = []
-        try:
-            for rank, (node, gpus) in enumerate(task.nodes):
-                env = {**os.environ, **task.env, **_rank_env(task, rank, node, gpus)}
-                exit_file = job_dir / f"attempt-{task.attempt}.rank-{rank}.exit"
-                exit_file.unlink(missing_ok=True)
-                with open(self.log_path(task.job_id, rank, "stdout"), "ab") as out, \
-                        open(self.log_path(task.job_id, rank, "stderr"), "ab") as err:
-                    proc = subprocess.Popen(
-                        ["/bin/sh", "-c", WRAPPER, str(exit_file), *task.argv],
-                        cwd=job_dir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                        start_new_session=True,
-                    )
-                start = _start_time(proc.pid) or ""
-                (job_dir / f"attempt-{task.attempt}.rank-{rank}.pid").write_text(f"{proc.pid} {start}")
-                ranks.append(_Rank(proc.pid, start, exit_file, proc))
-        except OSError:
-            for r in ranks:
-                _kill_group(r.pid, signal.SIGKILL)
-            raise
-        with self._lock:
-            self._live[(task.job_id, task.attempt)] = _Attempt(ranks)
+        ranks = []
+        for rank, (node, gpus) in enumerate(task.nodes):
+            stem = f"attempt-{task.attempt}.rank-{rank}"
+            exit_file = job_dir / f"{stem}.exit"
+            if isinstance(task.command, str):
+                argv = ["/bin/sh", "-c", WRAPPER_SHELL, str(exit_file), task.command]
+            else:
+                argv = ["/bin/sh", "-c", WRAPPER_ARGV, str(exit_file), *task.command]
+            ranks.append({"argv": argv, "cwd": str(job_dir), "pid_file": str(job_dir / f"{stem}.pid"),
+                          "exit_file": str(exit_file),
+                          "env": {**task.env, **_rank_env(task, rank, node, gpus)},
+                          "stdout": str(self.log_path(task.job_id, rank, "stdout")),
+                          "stderr": str(self.log_path(task.job_id, rank, "stderr"))})
+        return ranks
+
+    def _spawn(self, requests: list[list[dict]]) -> list[dict]:
+        """Start attempts through the spawner process (started, or restarted, as needed)."""
+        for _ in range(2):
+            if self._spawner is None or self._spawner.poll() is not None:
+                self._spawner = subprocess.Popen([sys.executable, "-m", "neocloud.backends.spawner"],
+                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                self._spawner.stdin.write(json.dumps(requests) + "\n")
+                self._spawner.stdin.flush()
+                line = self._spawner.stdout.readline()
+            except OSError:
+                line = ""
+            if line:
+                return json.loads(line)
+            self._spawner.kill()  # it died: start another and try once more
+            self._spawner.wait()
+        raise OSError("the local backend's spawner process keeps dying")
+
+    def close(self) -> None:
+        if self._spawner is not None and self._spawner.poll() is None:
+            self._spawner.stdin.close()
+            self._spawner.wait(timeout=10)
 
     def stop(self, job_id: int, attempt: int) -> None:
         with self._lock:
@@ -182,16 +212,6 @@ def _rank_env(task: Task, rank: int, node: str, gpus: tuple[int, ...]) -> dict[s
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(20_000 + task.job_id % 20_000),
     }
-
-
-def _start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] == "Z" else fields[19]
 
 
 def _kill_group(pid: int, sig: int) -> None:

@@ -24,8 +24,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 
 from neocloud.backends.base import Backend, Exit, Task
 from neocloud.control.metrics import Metrics
@@ -41,6 +42,7 @@ log = logging.getLogger("neocloud.controller")
 T = TypeVar("T")
 ACTIVE = ("PENDING", "RUNNING")
 BATCH = 512  # commands per turn at most
+POLL_S = 0.1  # how often a busy loop asks the backend for news and refreshes the metrics
 DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
 
 
@@ -92,6 +94,7 @@ class Controller:
         # Backend calls (spawning and signalling processes) run in order on a thread of their own,
         # so the loop goes on deciding and committing meanwhile.
         self._carrier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neocloud-backend")
+        self._polled_at = self._observed_at = float("-inf")
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self.failed: str | None = None  # why the loop stopped, if it did
@@ -107,6 +110,7 @@ class Controller:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._carrier.shutdown(wait=True)
+        self.backend.close()
 
     def call(self, run: Callable[[Session, float], T]) -> Future:
         """Run `run(session, now)` in the loop's next turn. The future is resolved once that turn's
@@ -150,6 +154,7 @@ class Controller:
     def _turn(self, commands: list[_Command]) -> None:
         now = self.clock()
         results: list[tuple[_Command, Any, BaseException | None]] = []
+        tasks: list[Task] = []
         with self.sessions.begin() as s:
             for c in commands:
                 try:
@@ -161,32 +166,45 @@ class Controller:
                 row = s.get(JobRow, job_id)
                 if row is not None and row.state == "RUNNING":
                     self._settle(s, row, "FAILED", None, f"could not start: {why}", now)
-            for ended in self.backend.poll():
-                self._ended(s, ended, now)
+            if now - self._polled_at >= POLL_S:  # under load turns come fast; the backend is asked less
+                self._polled_at = now
+                exits = self.backend.poll()
+                _load(s, [e.job_id for e in exits])
+                for ended in exits:
+                    self._ended(s, ended, now)
             decisions = self.sched.decisions
-            for action in self.sched.schedule(now):
+            actions = self.sched.schedule(now)
+            _load(s, [int(a.job_id) for a in actions])
+            for action in actions:
                 if isinstance(action, Launch):
-                    task = self._launched(s, action, now)
-                    self._after.append(lambda task=task: self._launch(task))
+                    tasks.append(self._launched(s, action, now))
                 elif isinstance(action, Preempt):
                     job_id, attempt = self._preempted(s, action, now)
                     self._after.append(lambda j=job_id, a=attempt: self.backend.stop(j, a))
             self.metrics.decisions.inc(self.sched.decisions - decisions)
+            _write_records(s)
         for c, value, error in results:
             if error is None:
                 c.future.set_result(value)
             else:
                 c.future.set_exception(error)
+        if tasks:
+            self._after.append(lambda: self._launch(tasks))
         for call in self._after:  # stops come before launches: they were booked first
             self._carrier.submit(call)
         self._after = []
-        self.metrics.observe(self.sched)
+        if now - self._observed_at >= POLL_S:
+            self._observed_at = now
+            self.metrics.observe(self.sched)
 
-    def _launch(self, task: Task) -> None:
+    def _launch(self, tasks: list[Task]) -> None:
         try:
-            self.backend.launch(task)
-        except OSError as e:
-            self._launch_failed.put((task.job_id, str(e)))
+            failed = self.backend.launch(tasks)
+        except Exception as e:  # noqa: BLE001 - whatever broke, these jobs did not start
+            log.exception("launch failed")
+            failed = [(t.job_id, f"{type(e).__name__}: {e}") for t in tasks]
+        for job_id, why in failed:
+            self._launch_failed.put((job_id, why))
 
     # -- what actions and backend news do to the store ----------------------------------------
     def _launched(self, s: Session, action: Launch, now: float) -> Task:
@@ -200,9 +218,9 @@ class Controller:
     def _task(self, row: JobRow) -> Task:
         spec = row.spec
         command = spec["command"]
-        argv = ("/bin/sh", "-c", command) if isinstance(command, str) else tuple(command)
+        command = command if isinstance(command, str) else tuple(command)
         env = dict(spec.get("env") or {})
-        return Task(row.id, row.attempts, argv, env,
+        return Task(row.id, row.attempts, command, env,
                     tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []))
 
     def _preempted(self, s: Session, action: Preempt, now: float) -> tuple[int, int]:
@@ -245,8 +263,8 @@ class Controller:
         def run(s: Session, now: float) -> JobRow:
             if tenant not in self.tenants:
                 raise NotFound(f"no tenant {tenant!r}")
+            self.sched.check(self._job(spec["name"], tenant, spec, now))  # refused with its name, not an id
             job = self._job(str(self._next_id), tenant, spec, now)
-            self.sched.check(job)
             row = JobRow(id=self._next_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
                          priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
                          reason="", cancel_requested=False)
@@ -313,7 +331,7 @@ class Controller:
         return self.call(run)
 
     def audit(self, entry: dict[str, Any]) -> Future:
-        return self.call(lambda s, now: s.add(AuditRow(at=now, **entry)))
+        return self.call(lambda s, now: s.info.setdefault(AuditRow, []).append({"at": now, **entry}))
 
     def view(self, read: Callable[[Scheduler], T]) -> Future:
         """Read the scheduler's state consistently, from inside the loop."""
@@ -343,6 +361,7 @@ class Controller:
                                           ran_s=row.run_s)
                 except SchedulingError as e:
                     self._settle_unknown(s, row, now, str(e))
+            _write_records(s)
             for job_id, attempt in self.backend.reap_orphans(keep):
                 log.warning("killed leftover processes of job %s attempt %s", job_id, attempt)
 
@@ -408,5 +427,20 @@ def _outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
     return "FAILED", ended.code, f"exit status per node: {codes}"
 
 
+def _load(s: Session, job_ids: list[int]) -> None:
+    """Bring these jobs into the session in one query, so each `get` that follows finds them."""
+    missing = [i for i in job_ids if identity_key(JobRow, i) not in s.identity_map]
+    if missing:
+        s.scalars(select(JobRow).where(JobRow.id.in_(missing))).all()
+
+
 def _event(s: Session, job_id: int, at: float, kind: str, message: str) -> None:
-    s.add(JobEvent(job_id=job_id, at=at, kind=kind, message=message))
+    s.info.setdefault(JobEvent, []).append({"job_id": job_id, "at": at, "kind": kind, "message": message})
+
+
+def _write_records(s: Session) -> None:
+    """Insert the turn's job events and audit entries in one statement each (after the jobs)."""
+    s.flush()
+    for table in (JobEvent, AuditRow):
+        if rows := s.info.pop(table, None):
+            s.execute(insert(table), rows)

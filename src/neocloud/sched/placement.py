@@ -72,8 +72,15 @@ def _pick_best(scores: np.ndarray, rng: np.random.Generator) -> int:
 
 # -- gangs --------------------------------------------------------------------------------------
 def gang_groups(state: ClusterState, job: Job, per_node: int, count: int) -> list[np.ndarray]:
-    """Cells grouped by (fabric, GPU type) that together have room for the gang."""
-    return [g for g in state.groups_for(job.gpu_types) if state.nodes_with(g, per_node).sum() >= count]
+    """Cells grouped by (fabric, GPU type) that together have room for the gang.
+
+    The fit index counts GPUs only; a gang that asks for CPU or memory has its candidates
+    checked one by one, so that a group short of them is never chosen.
+    """
+    groups = [g for g in state.groups_for(job.gpu_types) if state.nodes_with(g, per_node).sum() >= count]
+    if job.cpu_milli or job.memory_mib:
+        groups = [g for g in groups if take_nodes(state, job, g, per_node, count) is not None]
+    return groups
 
 
 def take_nodes(state: ClusterState, job: Job, cells, per_node: int, count: int) -> list[int] | None:

@@ -11,13 +11,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from neocloud.errors import NeocloudError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+LOCK_KEY = 0x6E656F636C6F7564 & 0x7FFFFFFFFFFFFFFF  # "neocloud"
 
 
 def database_url(data_dir: Path, url: str | None = None) -> str:
@@ -32,6 +33,9 @@ def database_url(data_dir: Path, url: str | None = None) -> str:
 
 def connect(url: str) -> Engine:
     """An engine for `url`, migrated to the latest schema."""
+    if not url.startswith(("sqlite", "postgresql")):
+        raise NeocloudError(f"database URL {_safe(url)!r}: neocloud keeps its state in SQLite or PostgreSQL; "
+                            "give sqlite:////path/to/file.db or postgresql://user:password@host/database")
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -47,6 +51,20 @@ def connect(url: str) -> Engine:
     except OperationalError as e:
         raise NeocloudError(f"cannot open the database at {_safe(url)}: {e.orig}") from None
     return engine
+
+
+def hold(engine: Engine) -> Connection | None:
+    """One server per database: on PostgreSQL, a session-long advisory lock (SQLite's is the data
+    directory's lock file). The connection returned holds it; close it to let go."""
+    if engine.dialect.name != "postgresql":
+        return None
+    conn = engine.connect()
+    if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar():
+        conn.close()
+        raise NeocloudError("another neocloud server is using this database; stop it, or give this one "
+                            "another --database-url")
+    conn.commit()
+    return conn
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
