@@ -45,22 +45,29 @@ def _free_port() -> int:
 class Server:
     """One control plane: start, kill -9, restart on the same data directory and database."""
 
-    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None, backend: str = "local",
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
-        self.fleet = data_dir / "fleet.yaml"
-        self.fleet.parent.mkdir(parents=True, exist_ok=True)
-        self.fleet.write_text(FLEET)
+        self.backend = backend
+        self.extra_env = env or {}
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.fleet: Path | None = None
+        if backend == "local":  # other backends bring their own inventory
+            self.fleet = data_dir / "fleet.yaml"
+            self.fleet.write_text(FLEET)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "server.log"
 
     def start(self) -> None:
-        env = {**os.environ, "NEOCLOUD_ADMIN_TOKEN": ADMIN}
+        env = {**os.environ, "NEOCLOUD_ADMIN_TOKEN": ADMIN, **self.extra_env}
         env.pop("NEOCLOUD_DATABASE_URL", None)
         cmd = [sys.executable, "-m", "neocloud", "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
-               "--fleet", str(self.fleet)]
+               "--backend", self.backend]
+        if self.fleet is not None:
+            cmd += ["--fleet", str(self.fleet)]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
         with open(self.log, "ab") as log:

@@ -52,11 +52,14 @@ def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Pat
     data_dir = data_dir.expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(data_dir)
-    fleet = load_fleet(fleet_path) if fleet_path else local_fleet()
+    the_backend = make_backend(backend, data_dir)
+    if fleet_path:
+        fleet = load_fleet(fleet_path)
+    else:
+        fleet = the_backend.inventory() if hasattr(the_backend, "inventory") else local_fleet()
     engine = connect(database_url(data_dir, database))
     db_lock = hold(engine)
     factory = sessions(engine)
-    the_backend = make_backend(backend, data_dir)
     controller = Controller(fleet, factory, the_backend)
     return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock, db_lock)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from neocloud.backends.base import Backend, Exit, Task
 from neocloud.errors import NeocloudError
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "slurm")
 
 
 def make_backend(name: str, data_dir: Path) -> Backend:
@@ -15,6 +15,10 @@ def make_backend(name: str, data_dir: Path) -> Backend:
         from neocloud.backends.local import LocalBackend
 
         return LocalBackend(data_dir / "jobs")
+    if name == "slurm":
+        from neocloud.backends.slurm import SlurmBackend
+
+        return SlurmBackend(data_dir / "jobs")
     raise NeocloudError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -62,3 +62,9 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Let go of helpers (the jobs themselves keep running)."""
+
+    def drained(self) -> dict[str, str]:
+        """Nodes the engine itself has taken out of service, with its reason."""
+
+    def set_node(self, name: str, cordoned: bool, reason: str) -> None:
+        """Tell the engine of a cordon or uncordon made in neocloud."""

@@ -195,6 +195,12 @@ class LocalBackend:
         except (OSError, ValueError):
             return None
 
+    def drained(self) -> dict[str, str]:
+        return {}  # nothing but neocloud takes this host's slots out of service
+
+    def set_node(self, name: str, cordoned: bool, reason: str) -> None:
+        pass
+
     def log_path(self, job_id: int, rank: int, stream: str) -> Path:
         return self.root / str(job_id) / f"rank-{rank}.{'out' if stream == 'stdout' else 'err'}"
 

@@ -43,6 +43,8 @@ T = TypeVar("T")
 ACTIVE = ("PENDING", "RUNNING")
 BATCH = 512  # commands per turn at most
 POLL_S = 0.1  # how often a busy loop asks the backend for news and refreshes the metrics
+SYNC_S = 2.0  # how often it asks which nodes the engine itself has drained
+ENGINE = "engine: "  # the reason of a cordon that follows the engine's own drain
 DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
 
 
@@ -94,7 +96,7 @@ class Controller:
         # Backend calls (spawning and signalling processes) run in order on a thread of their own,
         # so the loop goes on deciding and committing meanwhile.
         self._carrier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neocloud-backend")
-        self._polled_at = self._observed_at = float("-inf")
+        self._polled_at = self._observed_at = self._synced_at = float("-inf")
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self.failed: str | None = None  # why the loop stopped, if it did
@@ -166,6 +168,9 @@ class Controller:
                 row = s.get(JobRow, job_id)
                 if row is not None and row.state == "RUNNING":
                     self._settle(s, row, "FAILED", None, f"could not start: {why}", now)
+            if now - self._synced_at >= SYNC_S:
+                self._synced_at = now
+                self._sync_nodes(s, now)
             if now - self._polled_at >= POLL_S:  # under load turns come fast; the backend is asked less
                 self._polled_at = now
                 exits = self.backend.poll()
@@ -207,6 +212,21 @@ class Controller:
             self._launch_failed.put((job_id, why))
 
     # -- what actions and backend news do to the store ----------------------------------------
+    def _sync_nodes(self, s: Session, now: float) -> None:
+        """Follow the engine: a node it drained is cordoned here; when it resumes, so does the node."""
+        drained = self.backend.drained()
+        marks = {r.name: r for r in s.scalars(select(NodeRow))}
+        for name, node_id in self.node_ids.items():
+            row = marks.get(name)
+            if name in drained and (row is None or not row.cordoned):
+                row = row or NodeRow(name=name, updated_at=now)
+                row.cordoned, row.draining, row.reason, row.updated_at = True, False, ENGINE + drained[name], now
+                s.add(row)
+                self.sched.state.set_schedulable(node_id, False)
+            elif name not in drained and row is not None and row.cordoned and row.reason.startswith(ENGINE):
+                row.cordoned, row.reason, row.updated_at = False, "", now
+                self.sched.state.set_schedulable(node_id, True)
+
     def _launched(self, s: Session, action: Launch, now: float) -> Task:
         row = s.get(JobRow, int(action.job_id))
         row.state, row.started_at, row.attempts = "RUNNING", now, row.attempts + 1
@@ -304,6 +324,7 @@ class Controller:
             row.updated_at = now
             s.add(row)
             self.sched.state.set_schedulable(self.node_ids[name], not row.cordoned)
+            self._after.append(lambda: self.backend.set_node(name, row.cordoned, row.reason))
 
         return self.call(run)
 

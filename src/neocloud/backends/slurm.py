@@ -1,0 +1,217 @@
+"""Jobs on a Slurm cluster, driven through Slurm's own command-line tools (`SLURM_CONF` finds it).
+
+neocloud decides where a job runs; each attempt becomes one `sbatch` on exactly the nodes it was
+given (`--nodelist`, one task per node, the GPUs per node as GRES), whose single `srun` step runs
+the command on every node under the same small wrapper as the local backend: it writes each
+node's exit status to a file, so an attempt that ended while neocloud was down is settled from
+its files (the test cluster keeps no accounting database, so there is no `sacct`). Attempts are
+named `neocloud-<job>-<attempt>`, which is how a restarted neocloud finds its jobs in `squeue`.
+
+    DATA_DIR/jobs/<id>/rank-<r>.out, rank-<r>.err          logs, appended across attempts
+    DATA_DIR/jobs/<id>/attempt-<a>.rank-<r>.exit           each node's exit status
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from neocloud.backends.base import Exit, Recovered, Task
+from neocloud.errors import NeocloudError
+from neocloud.model.catalog import gpu_type
+from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
+
+PREFIX = "neocloud-"
+ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+# Per node: run the command ("$@"), then record its status in <attempt prefix>.rank-<node>.exit.
+WRAPPER = '"$@"; rc=$?; printf "%s" "$rc" > "$0.rank-$SLURM_NODEID.exit"; exit "$rc"'
+DEFAULT_GPU = "H100"  # a node whose GRES names no GPU model
+
+
+@dataclass(slots=True)
+class _Attempt:
+    slurm_id: int
+    ranks: int
+    stopping: bool = False
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(self, root: Path) -> None:
+        if not os.environ.get("SLURM_CONF"):
+            raise NeocloudError("the slurm backend finds its cluster through SLURM_CONF: set it to the path of "
+                                "slurm.conf")
+        missing = [t for t in ("sbatch", "squeue", "scancel", "sinfo", "scontrol") if shutil.which(t) is None]
+        if missing:
+            raise NeocloudError(f"the slurm backend needs Slurm's tools on PATH; missing: {', '.join(missing)}")
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._live: dict[tuple[int, int], _Attempt] = {}
+        self._lock = threading.Lock()
+
+    # -- the cluster ------------------------------------------------------------------------------
+    def inventory(self) -> Fleet:
+        """The cluster as a fleet: nodes and their GPUs from `sinfo`, leaves from the switch tree."""
+        nodes = json.loads(_tool("sinfo", "--json"))["nodes"]
+        leaf_of: dict[str, str] = {}
+        for line in _tool("scontrol", "show", "topology").splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            if fields.get("Level") == "0" and fields.get("Nodes"):
+                for host in _tool("scontrol", "show", "hostnames", fields["Nodes"]).split():
+                    leaf_of[host] = fields["SwitchName"]
+        leaves = sorted({leaf_of.get(n["name"], "default") for n in nodes})
+        fleet = Fleet(name="slurm", sites=[Site("slurm")], fabrics=[Fabric("slurm", "slurm")],
+                      leaves=[Leaf(name, 0) for name in leaves])
+        index = {name: i for i, name in enumerate(leaves)}
+        for n in sorted(nodes, key=lambda n: (leaves.index(leaf_of.get(n["name"], "default")), n["name"])):
+            model, count = _gpus(n.get("gres", ""))
+            fleet.nodes.append(Node(len(fleet.nodes), n["name"], gpu_type(model) if count else None, count,
+                                    index[leaf_of.get(n["name"], "default")]))
+        return fleet
+
+    def drained(self) -> dict[str, str]:
+        """Nodes Slurm will not run new work on (drained, down, ...), with its reason."""
+        out = {}
+        for n in json.loads(_tool("sinfo", "--json"))["nodes"]:
+            flags = {f.upper() for f in n.get("state_flags", [])} | {str(n.get("state", "")).upper()}
+            if flags & {"DRAIN", "DRAINED", "DRAINING", "DOWN", "FAIL", "FAILING"}:
+                out[n["name"]] = n.get("reason") or "drained in Slurm"
+        return out
+
+    def set_node(self, name: str, cordoned: bool, reason: str) -> None:
+        """Keep Slurm in step with a cordon (DRAIN) or uncordon (RESUME) made in neocloud."""
+        if cordoned:
+            _tool("scontrol", "update", f"NodeName={name}", "State=DRAIN", f"Reason={reason or 'cordoned by neocloud'}")
+        else:
+            _tool("scontrol", "update", f"NodeName={name}", "State=RESUME")
+
+    # -- running ------------------------------------------------------------------------------
+    def launch(self, tasks: list[Task]) -> list[tuple[int, str]]:
+        failed = []
+        for task in tasks:
+            try:
+                slurm_id = self._submit(task)
+            except NeocloudError as e:
+                failed.append((task.job_id, str(e)))
+                continue
+            with self._lock:
+                self._live[(task.job_id, task.attempt)] = _Attempt(slurm_id, len(task.nodes))
+        return failed
+
+    def _submit(self, task: Task) -> int:
+        job_dir = self.root / str(task.job_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        stem = job_dir / f"attempt-{task.attempt}"
+        for r in range(len(task.nodes)):
+            Path(f"{stem}.rank-{r}.exit").unlink(missing_ok=True)
+        argv = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
+        per_node = max((len(g) for _, g in task.nodes), default=0)
+        script = "\n".join([
+            "#!/bin/sh",
+            "exec srun --kill-on-bad-exit=1 --ntasks-per-node=1 --open-mode=append "
+            f"--output={job_dir}/rank-%n.out --error={job_dir}/rank-%n.err "
+            + shlex.join(["/bin/sh", "-c", WRAPPER, str(stem), *argv]),
+            "",
+        ])
+        cmd = ["sbatch", "--parsable", f"--job-name={PREFIX}{task.job_id}-{task.attempt}",
+               f"--nodes={len(task.nodes)}", f"--nodelist={','.join(n for n, _ in task.nodes)}",
+               "--ntasks-per-node=1", f"--chdir={job_dir}", f"--output={stem}.sbatch.out"]
+        if per_node:
+            cmd.append(f"--gres=gpu:{per_node}")
+        env = {**os.environ, **task.env, "NEOCLOUD_JOB_ID": str(task.job_id),
+               "NEOCLOUD_ATTEMPT": str(task.attempt), "NEOCLOUD_NUM_NODES": str(len(task.nodes))}
+        out = _tool(*cmd, stdin=script, env=env)
+        return int(out.strip().split(";")[0])
+
+    def stop(self, job_id: int, attempt: int) -> None:
+        with self._lock:
+            att = self._live.get((job_id, attempt))
+        if att is None or att.stopping:
+            return
+        att.stopping = True
+        _tool("scancel", str(att.slurm_id), check=False)
+
+    def poll(self) -> list[Exit]:
+        with self._lock:
+            items = list(self._live.items())
+        if not items:
+            return []
+        states = {j["job_id"]: j["job_state"] for j in self._squeue()}
+        ended = []
+        for (job_id, attempt), att in items:
+            if states.get(att.slurm_id) in ACTIVE:
+                continue
+            with self._lock:
+                self._live.pop((job_id, attempt), None)
+            ended.append(Exit(job_id, attempt, self._codes(job_id, attempt, att.ranks)))
+        return ended
+
+    def _codes(self, job_id: int, attempt: int, ranks: int) -> tuple[int | None, ...]:
+        codes = []
+        for r in range(ranks):
+            try:
+                codes.append(int((self.root / str(job_id) / f"attempt-{attempt}.rank-{r}.exit").read_text()))
+            except (OSError, ValueError):
+                codes.append(None)
+        return tuple(codes)
+
+    def _squeue(self) -> list[dict]:
+        return [j for j in json.loads(_tool("squeue", "--json"))["jobs"] if str(j.get("name", "")).startswith(PREFIX)]
+
+    # -- after a restart ----------------------------------------------------------------------
+    def recover(self, job_id: int, attempt: int, ranks: int) -> Recovered:
+        name = f"{PREFIX}{job_id}-{attempt}"
+        for j in self._squeue():
+            if j["name"] == name and j["job_state"] in ACTIVE:
+                with self._lock:
+                    self._live[(job_id, attempt)] = _Attempt(int(j["job_id"]), ranks)
+                return "running"
+        codes = self._codes(job_id, attempt, ranks)
+        return None if any(c is None for c in codes) else Exit(job_id, attempt, codes)
+
+    def reap_orphans(self, keep: set[tuple[int, int]]) -> list[tuple[int, int]]:
+        killed = []
+        for j in self._squeue():
+            m = re.fullmatch(rf"{PREFIX}(\d+)-(\d+)", j["name"])
+            if m and j["job_state"] in ACTIVE and (int(m[1]), int(m[2])) not in keep:
+                _tool("scancel", str(j["job_id"]), check=False)
+                killed.append((int(m[1]), int(m[2])))
+        return killed
+
+    def log_path(self, job_id: int, rank: int, stream: str) -> Path:
+        return self.root / str(job_id) / f"rank-{rank}.{'out' if stream == 'stdout' else 'err'}"
+
+    def close(self) -> None:
+        pass
+
+
+def _gpus(gres: str) -> tuple[str, int]:
+    """('H100', 8) from a GRES string such as 'gpu:8' or 'gpu:h100:8(S:0-1)'."""
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and len(parts) >= 2 and parts[-1].isdigit():
+            model = parts[1] if len(parts) == 3 else DEFAULT_GPU
+            try:
+                gpu_type(model)
+            except NeocloudError:
+                model = DEFAULT_GPU
+            return model, int(parts[-1])
+    return DEFAULT_GPU, 0
+
+
+def _tool(*cmd: str, stdin: str | None = None, env: dict[str, str] | None = None, check: bool = True) -> str:
+    try:
+        done = subprocess.run(cmd, input=stdin, env=env, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise NeocloudError(f"{cmd[0]} failed: {e}") from None
+    if check and done.returncode != 0:
+        raise NeocloudError(f"{' '.join(cmd[:2])} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout

@@ -1,0 +1,81 @@
+"""A real Slurm cluster on this host for the tests: munge, slurmctld and four slurmd daemons
+(gpu1..gpu4, 8 fake GPUs each, leaf1 = gpu1-2 and leaf2 = gpu3-4), on loopback, in a scratch
+directory; stopped by the PIDs they wrote. The recipe is ../shared/reference/slurm-localhost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+RECIPE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "slurm-localhost"
+NODES = ("gpu1", "gpu2", "gpu3", "gpu4")
+
+
+def available() -> str | None:
+    """Why a cluster cannot be started here, or None if it can."""
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
+               if shutil.which(b) is None]
+    if missing:
+        return f"Slurm is not installed ({', '.join(missing)} missing; .ci/run installs Debian's slurm-wlm)"
+    if os.geteuid() != 0:
+        return "starting slurmd needs root"
+    if not RECIPE.is_dir():
+        return f"the Slurm recipe is not at {RECIPE}"
+    return None
+
+
+class SlurmCluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.conf = root / "etc" / "slurm.conf"
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+
+    def start(self) -> None:
+        d = self.root
+        for sub in ("etc", "run", "log", "spool/ctld", "dev", "jobs", *(f"spool/d-{n}" for n in NODES)):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        host = socket.gethostname().split(".")[0]
+        for name in ("slurm.conf", "gres.conf", "topology.conf"):
+            text = (RECIPE / name).read_text().replace("@DIR@", str(d)).replace("@HOST@", host)
+            (d / "etc" / name).write_text(text)
+        for i in range(8):
+            dev = d / "dev" / f"nvidia{i}"
+            if not dev.exists():
+                os.mknod(dev, 0o666 | 0o020000, os.makedev(195, i))
+        key = d / "run" / "munge.key"
+        key.write_bytes(os.urandom(128))
+        key.chmod(0o600)
+        self._run("munged", f"--socket={d}/run/munge.sock", f"--key-file={key}", f"--pid-file={d}/run/munged.pid",
+                  f"--log-file={d}/log/munged.log", f"--seed-file={d}/run/munged.seed", "--force")
+        self._run("slurmctld", "-c")
+        self._wait(lambda: "UP" in self.out("scontrol", "ping"), "slurmctld")
+        for n in NODES:
+            self._run("slurmd", "-N", n)
+        self._wait(lambda: len(self.out("sinfo", "-h", "-N", "-t", "idle", "-o", "%N").split()) == len(NODES),
+                   "the slurmd daemons")
+
+    def stop(self) -> None:
+        for pid_file in sorted((self.root / "run").glob("*.pid"), key=lambda p: p.name.startswith("munged")):
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+            except (ValueError, OSError):
+                pass
+
+    def out(self, *cmd: str) -> str:
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=30).stdout
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run(cmd, env=self.env, check=True, timeout=30, capture_output=True)
+
+    @staticmethod
+    def _wait(ready, what: str, timeout: float = 30.0) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not come up in {timeout:g} s")
+            time.sleep(0.2)
