@@ -165,7 +165,7 @@ class Controller:
                     results.append((c, None, e))
             while not self._launch_failed.empty():
                 job_id, why = self._launch_failed.get()
-                row = s.get(JobRow, job_id)
+                row = _row(s, job_id)
                 if row is not None and row.state == "RUNNING":
                     self._settle(s, row, "FAILED", None, f"could not start: {why}", now)
             if now - self._synced_at >= SYNC_S:
@@ -215,6 +215,7 @@ class Controller:
     def _sync_nodes(self, s: Session, now: float) -> None:
         """Follow the engine: a node it drained is cordoned here; when it resumes, so does the node."""
         drained = self.backend.drained()
+        s.flush()
         marks = {r.name: r for r in s.scalars(select(NodeRow))}
         for name, node_id in self.node_ids.items():
             row = marks.get(name)
@@ -228,7 +229,7 @@ class Controller:
                 self.sched.state.set_schedulable(node_id, True)
 
     def _launched(self, s: Session, action: Launch, now: float) -> Task:
-        row = s.get(JobRow, int(action.job_id))
+        row = _row(s, int(action.job_id))
         row.state, row.started_at, row.attempts = "RUNNING", now, row.attempts + 1
         row.placement = [{"node": self.fleet.nodes[n].name, "gpus": list(g)} for n, g in zip(action.nodes, action.gpus)]
         where = ", ".join(f"{p['node']}[{','.join(map(str, p['gpus']))}]" for p in row.placement)
@@ -244,7 +245,7 @@ class Controller:
                     tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []))
 
     def _preempted(self, s: Session, action: Preempt, now: float) -> tuple[int, int]:
-        row = s.get(JobRow, int(action.job_id))
+        row = _row(s, int(action.job_id))
         self._requeue(s, row, now, f"preempted ({action.reason})")
         self._stopping[action.job_id] = row.attempts
         self.sched.hold(action.job_id)  # not again until this attempt has stopped
@@ -262,7 +263,7 @@ class Controller:
             del self._stopping[key]
             self.sched.unhold(key)
             return
-        row = s.get(JobRow, ended.job_id)
+        row = _row(s, ended.job_id)
         if row is None or row.state != "RUNNING" or row.attempts != ended.attempt:
             return
         self._settle(s, row, *_outcome(row, ended), now)
@@ -290,6 +291,7 @@ class Controller:
                          reason="", cancel_requested=False)
             self._next_id += 1
             s.add(row)
+            s.info.setdefault(JobRow, {})[row.id] = row  # pending till the commit's flush: `_row` finds it
             self.sched.submit(job, now)
             _event(s, row.id, now, "submitted", f"{job.gpus:g} GPU(s), {job.priority.value}")
             self.metrics.submitted.inc()
@@ -299,7 +301,7 @@ class Controller:
 
     def cancel(self, job_id: int, tenant: str | None) -> Future:  # of the JobRow
         def run(s: Session, now: float) -> JobRow:
-            row = s.get(JobRow, job_id)
+            row = _row(s, job_id)
             if row is None or (tenant is not None and row.tenant != tenant):
                 raise NotFound(f"no job {job_id}")
             if row.state == "PENDING":
@@ -317,6 +319,7 @@ class Controller:
             raise NotFound(f"no node {name!r}")
 
         def run(s: Session, now: float) -> None:
+            s.flush()  # an earlier command of this turn may have added this node's row
             row = s.get(NodeRow, name) or NodeRow(name=name, updated_at=now)
             row.cordoned = action in ("cordon", "drain")
             row.draining = action == "drain"
@@ -448,9 +451,15 @@ def _outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
     return "FAILED", ended.code, f"exit status per node: {codes}"
 
 
+def _row(s: Session, job_id: int) -> JobRow | None:
+    """A job's row: one added in this turn (not flushed yet), else from the session or the store."""
+    return s.info.get(JobRow, {}).get(job_id) or s.get(JobRow, job_id)
+
+
 def _load(s: Session, job_ids: list[int]) -> None:
     """Bring these jobs into the session in one query, so each `get` that follows finds them."""
-    missing = [i for i in job_ids if identity_key(JobRow, i) not in s.identity_map]
+    new = s.info.get(JobRow, {})
+    missing = [i for i in job_ids if i not in new and identity_key(JobRow, i) not in s.identity_map]
     if missing:
         s.scalars(select(JobRow).where(JobRow.id.in_(missing))).all()
 

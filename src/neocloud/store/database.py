@@ -68,7 +68,8 @@ def hold(engine: Engine) -> Connection | None:
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    # No autoflush: the controller writes many rows a turn and flushes them together at commit.
+    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
 def migrate(engine: Engine) -> None:
