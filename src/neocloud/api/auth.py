@@ -38,8 +38,8 @@ def identify(request: Request) -> Principal | None:
     return Principal(tenant) if tenant is not None else None
 
 
-def caller(request: Request) -> Principal:
-    """Any valid token (FastAPI dependency)."""
+async def caller(request: Request) -> Principal:
+    """Any valid token (FastAPI dependency; async, as it never blocks, so it runs on the loop)."""
     who = identify(request)
     if who is None:
         raise HTTPException(401, "missing or unknown bearer token: send 'Authorization: Bearer TOKEN'",
@@ -47,9 +47,9 @@ def caller(request: Request) -> Principal:
     return who
 
 
-def admin(request: Request) -> Principal:
+async def admin(request: Request) -> Principal:
     """The admin token only (FastAPI dependency)."""
-    who = caller(request)
+    who = await caller(request)
     if not who.admin:
         raise HTTPException(403, "this needs the admin token")
     return who

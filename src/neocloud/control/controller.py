@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.util import identity_key
 
 from neocloud.backends.base import Backend, Exit, Task
 from neocloud.control.metrics import Metrics
@@ -452,16 +451,17 @@ def _outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
 
 
 def _row(s: Session, job_id: int) -> JobRow | None:
-    """A job's row: one added in this turn (not flushed yet), else from the session or the store."""
+    """A job's row: one this turn added or loaded (kept in `s.info`), else from the store."""
     return s.info.get(JobRow, {}).get(job_id) or s.get(JobRow, job_id)
 
 
 def _load(s: Session, job_ids: list[int]) -> None:
-    """Bring these jobs into the session in one query, so each `get` that follows finds them."""
-    new = s.info.get(JobRow, {})
-    missing = [i for i in job_ids if i not in new and identity_key(JobRow, i) not in s.identity_map]
+    """Bring these jobs into the turn in one query. They are kept in `s.info`: the session's own
+    identity map holds unmodified rows only weakly, so it may have dropped them by `_row`."""
+    kept = s.info.setdefault(JobRow, {})
+    missing = [i for i in job_ids if i not in kept]
     if missing:
-        s.scalars(select(JobRow).where(JobRow.id.in_(missing))).all()
+        kept.update((r.id, r) for r in s.scalars(select(JobRow).where(JobRow.id.in_(missing))))
 
 
 def _event(s: Session, job_id: int, at: float, kind: str, message: str) -> None:
