@@ -213,3 +213,16 @@ def test_metrics_and_audit(server: Server) -> None:
     server.stop()
     server.start()
     assert len(server.client().audit()) == 3  # kept across restarts
+
+
+def test_nul_characters_are_refused_not_stored(server: Server) -> None:
+    """PostgreSQL text cannot hold NUL: every field that reaches the store refuses it up front."""
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    assert httpx.get(f"{server.url}/v1/jobs", params={"tenant": "a\x00b"}, headers=auth).status_code == 422
+    assert httpx.post(f"{server.url}/v1/nodes/leaf-a-n0/cordon", json={"reason": "a\x00b"},
+                      headers=auth).status_code == 422
+    assert httpx.post(f"{server.url}/v1/tenants/default/tokens", json={"label": "a\x00b"},
+                      headers=auth).status_code == 422
+    assert httpx.post(f"{server.url}/v1/jobs", json={"name": "n", "command": "true", "env": {"A": "\x00"}},
+                      headers=auth).status_code == 422
+    assert server.client().health()["status"] == "ok"

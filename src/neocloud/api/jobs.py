@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from neocloud.api.auth import Principal, caller
-from neocloud.api.schemas import MAX_ID, EventOut, JobOut, JobSpec, LogsOut, QueueEntry
+from neocloud.api.schemas import MAX_ID, NAME, EventOut, JobOut, JobSpec, LogsOut, QueueEntry
 from neocloud.control.controller import DEFAULT_TENANT, NotFound
 from neocloud.store.tables import JobEvent, JobRow
 
@@ -51,7 +51,7 @@ async def submit(spec: JobSpec, request: Request, who: Caller) -> JSONResponse:
 @router.get("/jobs", response_model=list[JobOut])
 def list_jobs(request: Request, who: Caller,
               state: Annotated[str | None, Query(pattern="^(" + "|".join(STATES) + ")$")] = None,
-              tenant: Annotated[str | None, Query(max_length=63)] = None,
+              tenant: Annotated[str | None, Query(max_length=63, pattern=NAME)] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only jobs with a lower id.")] = None,
               ) -> list[JobOut]:

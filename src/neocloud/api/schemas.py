@@ -17,6 +17,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 MAX_GPUS = 1_000_000
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold a NUL character
 MAX_ID = 2**31 - 1  # ids and offsets the store's integer columns can hold
 
 
@@ -194,7 +195,7 @@ class TenantOut(BaseModel):
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    label: str = Field(default="", max_length=63)
+    label: str = Field(default="", max_length=63, pattern=NO_NUL)
 
 
 class TokenOut(BaseModel):
@@ -206,7 +207,7 @@ class TokenOut(BaseModel):
 class NodeAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="", max_length=1024)
+    reason: str = Field(default="", max_length=1024, pattern=NO_NUL)
 
 
 class AuditOut(BaseModel):
