@@ -70,6 +70,7 @@ class Scheduler:
         self._seen_version = self.state.version
         self._running_version = 0  # bumped whenever a job starts or stops
         self._reserved: tuple[tuple[int, int], tuple[float, dict[int, int]]] | None = None
+        self._unsatisfiable: dict[tuple, str | None] = {}  # request shape -> why no placement ever fits
 
     # -- events ---------------------------------------------------------------------------------
     def submit(self, job: Job, now: float, ran_s: float = 0.0) -> None:
@@ -197,17 +198,27 @@ class Scheduler:
 
     # -- internals ------------------------------------------------------------------------------
     def _check_satisfiable(self, job: Job) -> None:
-        """Refuse at submit what no placement could ever give, even on an empty fleet."""
+        """Refuse at submit what no placement could ever give, even on an empty fleet.
+
+        The answer depends only on the request's shape and the fleet's capacities, so it is
+        kept per shape: a stream of like jobs pays for it once.
+        """
+        shape = (job.gpus, job.gpus_per_node, job.gpu_types, job.cpu_milli, job.memory_mib)
+        why = self._unsatisfiable.get(shape, False)
+        if why is False:
+            why = self._unsatisfiable[shape] = self._why_unsatisfiable(job)
+        if why is not None:
+            raise SchedulingError(f"job {job.id!r} {why}")
+
+    def _why_unsatisfiable(self, job: Job) -> str | None:
         state = self.state
         cells = state.cells_for(job.gpu_types)
         if len(cells) == 0:
             wanted = f"GPU type {'|'.join(job.gpu_types)}" if job.gpu_types else "GPUs"
-            raise SchedulingError(f"job {job.id!r} asks for {wanted}, which this fleet does not have; "
-                                  f"it has {', '.join(state.type_names) or 'no GPUs'}")
+            return f"asks for {wanted}, which this fleet does not have; it has {', '.join(state.type_names) or 'no GPUs'}"
         width = state.widest(job.gpu_types)
         if job.gpus_per_node and job.gpus_per_node > width:
-            raise SchedulingError(f"job {job.id!r} asks for {job.gpus_per_node} GPUs per node but its nodes "
-                                  f"have at most {width}")
+            return f"asks for {job.gpus_per_node} GPUs per node but its nodes have at most {width}"
         layout = state.layout(job)
         best = 0
         for group in state.groups_for(job.gpu_types):
@@ -218,9 +229,9 @@ class Scheduler:
         if best < len(layout):
             need = f"{len(layout)} node(s) of {layout[0]} GPUs" if layout[0] else "one node"
             extra = f" with {job.cpu_milli}m CPU and {job.memory_mib} MiB" if job.cpu_milli or job.memory_mib else ""
-            raise SchedulingError(
-                f"job {job.id!r} needs {need}{extra} in one fabric, but the most this fleet has is {best}; "
-                "ask for fewer GPUs or less CPU and memory")
+            return (f"needs {need}{extra} in one fabric, but the most this fleet has is {best}; "
+                    "ask for fewer GPUs or less CPU and memory")
+        return None
 
     def _start(self, rec: JobRecord, alloc: Allocation, now: float) -> None:
         self.state.allocate(alloc)
