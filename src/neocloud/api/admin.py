@@ -8,13 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import func, select
 
-from neocloud.api.auth import Principal, admin
+from neocloud.api.auth import admin
 from neocloud.api.schemas import MAX_ID, NAME, AuditOut, TenantIn, TenantOut, TokenIn, TokenOut
 from neocloud.store.tables import AuditRow, JobRow, Tenant, Token
 
 router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[Depends(admin)],
                    responses={401: {"description": "No or unknown token"}, 403: {"description": "Admin only"}})
-Admin = Annotated[Principal, Depends(admin)]
 
 
 @router.post("/tenants", status_code=201, response_model=TenantOut, responses={409: {"description": "Exists"}})

@@ -251,8 +251,7 @@ class Controller:
         return row.id, row.attempts
 
     def _requeue(self, s: Session, row: JobRow, now: float, why: str) -> None:
-        if row.started_at is not None:
-            row.run_s += max(now - row.started_at, 0.0)
+        _stop_clock(row, now)
         row.state, row.started_at, row.placement = "PENDING", None, None
         _event(s, row.id, now, "requeued", why)
 
@@ -268,8 +267,7 @@ class Controller:
         self._settle(s, row, *_outcome(row, ended), now)
 
     def _settle(self, s: Session, row: JobRow, state: str, code: int | None, why: str, now: float) -> None:
-        if row.started_at is not None:
-            row.run_s += max(now - row.started_at, 0.0)
+        _stop_clock(row, now)
         row.state, row.ended_at, row.exit_code, row.reason = state, now, code, why
         if str(row.id) in self.sched.jobs:
             self.sched.finish(str(row.id), now, state)
@@ -438,6 +436,12 @@ class Controller:
             estimate_s=spec.get("estimated_duration"),
             checkpoint_interval_s=spec.get("checkpoint_interval"),
         )
+
+
+def _stop_clock(row: JobRow, now: float) -> None:
+    """Add the attempt that is ending to the wall time the job has run."""
+    if row.started_at is not None:
+        row.run_s += max(now - row.started_at, 0.0)
 
 
 def _outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
