@@ -7,7 +7,7 @@ from pathlib import Path
 from neocloud.backends.base import Backend, Exit, Task
 from neocloud.errors import NeocloudError
 
-BACKENDS = ("local", "slurm")
+BACKENDS = ("local", "slurm", "ray")
 
 
 def make_backend(name: str, data_dir: Path) -> Backend:
@@ -19,6 +19,10 @@ def make_backend(name: str, data_dir: Path) -> Backend:
         from neocloud.backends.slurm import SlurmBackend
 
         return SlurmBackend(data_dir / "jobs")
+    if name == "ray":
+        from neocloud.backends.ray import RayBackend
+
+        return RayBackend(data_dir / "jobs")
     raise NeocloudError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -32,8 +32,10 @@ class Exit:
 
     @property
     def code(self) -> int | None:
-        """The job's exit status: the first non-zero rank's, else 0."""
-        return next((c for c in self.codes if c != 0), 0)
+        """The job's exit status: the first failed rank's (not one killed after it), else 0."""
+        if any(c not in (0, None) for c in self.codes):
+            return next(c for c in self.codes if c not in (0, None))
+        return None if None in self.codes else 0
 
 
 Recovered = Literal["running"] | Exit | None

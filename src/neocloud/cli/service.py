@@ -19,7 +19,8 @@ def up(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8420,
     fleet: Annotated[Optional[Path], typer.Option(help="Fleet YAML (default: this host, or one emulated 8-GPU node).")] = None,
-    backend: Annotated[str, typer.Option(help="Where jobs run: local.")] = "local",
+    backend: Annotated[str, typer.Option(help="Where jobs run: local (processes on this host), slurm (the cluster SLURM_CONF "
+                                                     "names) or ray (the cluster at RAY_ADDRESS).")] = "local",
     database_url: Annotated[Optional[str], typer.Option(
         help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: NEOCLOUD_DATABASE_URL, else SQLite "
              "in the data directory).")] = None,

@@ -1,0 +1,120 @@
+"""The driver of one attempt on a Ray cluster: run as a Ray job, it holds the gang's placement group.
+
+Shipped to the cluster as the job's working directory, so it needs Ray and the standard library
+only (neocloud itself need not be installed there). Its one argument is the attempt as JSON:
+
+    {"name": "neocloud-<instance>-7-1", "job_id": 7, "attempt": 1, "command": "..." | [...], "env": {...},
+     "ranks": [{"node_id": "<Ray node id>", "node": "<neocloud name>", "gpus": 2}, ...]}
+
+Each rank is a bundle pinned to the node neocloud chose (STRICT_PACK for one node, STRICT_SPREAD
+across nodes) and runs the command in a Ray task holding its GPUs, so Ray sets its
+`CUDA_VISIBLE_DEVICES`. Output comes back line by line as `[rank R] ...` (stdout) and
+`[rank R stderr] ...`; the last line is `[neocloud] exit codes: C0 C1 ...`. When a rank fails the
+others are stopped (the gang lives and dies together), as when the job is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+READY_S = 60  # a placement group not ready by then means the chosen nodes are gone
+
+
+@ray.remote(num_returns="streaming", max_retries=0)
+def run_rank(command: str | list[str], env: dict[str, str]):
+    """Run one rank's process; yield ("stdout"|"stderr", line) as it prints, then ("exit", code)."""
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+    try:
+        proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        yield "stderr", f"cannot start {argv[0]}: {e}\n"
+        yield "exit", 127
+        return
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        while sel.get_map():
+            for key, _ in sel.select():
+                line = key.fileobj.readline()
+                if line:
+                    yield key.data, line.decode(errors="replace")
+                else:
+                    sel.unregister(key.fileobj)
+        yield "exit", proc.wait()
+    finally:
+        if proc.poll() is None:  # cancelled: the whole process group goes
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main(attempt: dict) -> int:
+    ranks = attempt["ranks"]
+    ray.init(log_to_driver=False, logging_level="WARNING")
+    bundles = [{"CPU": 1, **({"GPU": r["gpus"]} if r["gpus"] else {})} for r in ranks]
+    pg = placement_group(bundles, strategy="STRICT_PACK" if len(ranks) == 1 else "STRICT_SPREAD",
+                         name=attempt["name"],
+                         bundle_label_selector=[{"ray.io/node-id": r["node_id"]} for r in ranks])
+    try:
+        ray.get(pg.ready(), timeout=READY_S)
+    except ray.exceptions.GetTimeoutError:
+        print(f"[neocloud] the placement group did not fit on {', '.join(r['node'] for r in ranks)} "
+              f"within {READY_S} s", flush=True)
+        return 1
+    base = {**attempt["env"], "NEOCLOUD_JOB_ID": str(attempt["job_id"]), "NEOCLOUD_ATTEMPT": str(attempt["attempt"]),
+            "NEOCLOUD_NUM_NODES": str(len(ranks)), "NEOCLOUD_GPUS_TOTAL": str(sum(r["gpus"] for r in ranks))}
+    gens = [run_rank.options(num_cpus=1, num_gpus=r["gpus"], scheduling_strategy=PlacementGroupSchedulingStrategy(
+                pg, placement_group_bundle_index=i)).remote(
+                attempt["command"], {**base, "NEOCLOUD_NODE": r["node"], "NEOCLOUD_NODE_RANK": str(i)})
+            for i, r in enumerate(ranks)]
+    codes: list[int | None] = [None] * len(ranks)
+    lock = threading.Lock()
+
+    def follow(i: int) -> None:
+        try:
+            for ref in gens[i]:
+                stream, item = ray.get(ref)
+                if stream == "exit":
+                    codes[i] = item
+                    continue
+                with lock:
+                    sys.stdout.write(f"[rank {i}{' stderr' if stream == 'stderr' else ''}] {item.rstrip(chr(10))}\n")
+                    sys.stdout.flush()
+        except (ray.exceptions.TaskCancelledError, ray.exceptions.RayError):
+            pass
+        if codes[i] != 0:  # a failed rank ends the gang
+            for g in gens:
+                ray.cancel(g)
+
+    followers = [threading.Thread(target=follow, args=(i,), daemon=True) for i in range(len(ranks))]
+    try:
+        for t in followers:
+            t.start()
+        for t in followers:
+            t.join()
+    finally:
+        for g in gens:
+            ray.cancel(g)
+        remove_placement_group(pg)
+        print("[neocloud] exit codes: " + " ".join("-" if c is None else str(c) for c in codes), flush=True)
+    return next((c if c is not None else 1 for c in codes if c != 0), 0)
+
+
+def _stopped(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stopped)
+    sys.exit(main(json.loads(sys.argv[1])))
