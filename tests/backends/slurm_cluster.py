@@ -30,8 +30,11 @@ def available() -> str | None:
 
 
 class SlurmCluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cpus: int | None = None, scheduler: str | None = None) -> None:
+        """`cpus` per node overrides the recipe's 2 (slurmd then trusts the configuration, not the
+        hardware); `scheduler` sets Slurm's SchedulerParameters."""
         self.root = root
+        self.cpus, self.scheduler = cpus, scheduler
         self.conf = root / "etc" / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
 
@@ -42,6 +45,10 @@ class SlurmCluster:
         host = socket.gethostname().split(".")[0]
         for name in ("slurm.conf", "gres.conf", "topology.conf"):
             text = (RECIPE / name).read_text().replace("@DIR@", str(d)).replace("@HOST@", host)
+            if name == "slurm.conf" and self.cpus:
+                text = text.replace("CPUs=2 ", f"CPUs={self.cpus} ") + "SlurmdParameters=config_overrides\n"
+            if name == "slurm.conf" and self.scheduler:
+                text += f"SchedulerParameters={self.scheduler}\n"
             (d / "etc" / name).write_text(text)
         for i in range(8):
             dev = d / "dev" / f"nvidia{i}"

@@ -111,6 +111,50 @@ def simulate(
         console.print(f"report written to {out}")
 
 
+@app.command()
+def failures(
+    scenario: Annotated[str, typer.Option(help="plain (10-minute timeout, no spares, hourly checkpoints) or "
+                                               "neocloud (health checks, hot spares, Daly's interval).")] = "neocloud",
+    seeds: Annotated[int, typer.Option(min=1, max=10_000, help="Runs, seeds 0 to N-1.")] = 10,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs of the job (default 16,384, as Llama 3).")] = None,
+    days: Annotated[Optional[float], typer.Option(help="Length of the run (default 54 days).")] = None,
+    checkpoint_s: Annotated[Optional[float], typer.Option(help="Blocking cost of one checkpoint save, s.")] = None,
+    restart_s: Annotated[Optional[float], typer.Option(help="Restart once the nodes are ready, s.")] = None,
+    interval: Annotated[Optional[str], typer.Option(help="Checkpoint interval in seconds, or 'auto' (Daly).")] = None,
+    spares: Annotated[Optional[int], typer.Option(help="Hot spare nodes per fabric.")] = None,
+) -> None:
+    """Play one large training job against failures at Llama 3's rates; ETTR and what was lost, by cause."""
+    from neocloud.sim.failures import LOSSES, SCENARIOS, run
+
+    if scenario not in SCENARIOS:
+        raise NeocloudError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
+    given = {"gpus": gpus, "days": days, "checkpoint_s": checkpoint_s, "restart_s": restart_s,
+             "spares_per_fabric": spares}
+    if interval is not None:
+        try:
+            given["interval_s"] = interval if interval == "auto" else float(interval)
+        except ValueError:
+            raise NeocloudError(f"--interval takes seconds or 'auto', got {interval!r}") from None
+    s = SCENARIOS[scenario](**{k: v for k, v in given.items() if v is not None})
+    with _progress("runs") as bar:
+        task = bar.add_task("runs", total=seeds)
+        outcomes = []
+        for seed in range(seeds):
+            outcomes.append(run(s, seed))
+            bar.update(task, completed=seed + 1)
+    ettr = [o.ettr for o in outcomes]
+    table = Table(title=f"{s.name}: {s.gpus:,} GPUs for {s.days:g} days, {seeds} run(s)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("ETTR (twin, mean)", f"{100 * sum(ettr) / len(ettr):.2f}%")
+    table.add_row("ETTR (first-order model)", f"{100 * s.analytic():.2f}%")
+    table.add_row("interruptions per run", f"{sum(o.interruptions for o in outcomes) / seeds:.1f}")
+    table.add_row("checkpoint interval", f"{sum(o.mean_interval_s for o in outcomes) / seeds / 60:.1f} min")
+    for what in LOSSES:
+        table.add_row(f"lost to {what}", f"{sum(o.lost[what] for o in outcomes) / seeds / 3600:,.1f} h")
+    console.print(table)
+
+
 @bench_app.command("scheduler")
 def bench_scheduler(
     nodes: Annotated[int, typer.Option(help="Nodes in the fleet (leaves of 32, fabrics of 64 leaves).")] = 12_500,
