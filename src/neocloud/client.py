@@ -117,6 +117,18 @@ class Client:
     def node_action(self, name: str, action: str, reason: str = "") -> dict[str, Any]:
         return self._call("POST", f"/v1/nodes/{name}/{action}", json={"reason": reason})
 
+    def node(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/nodes/{name}")
+
+    def move_node(self, name: str, to: str, reason: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/v1/nodes/{name}/move", json={"to": to, "reason": reason})
+
+    def signal(self, name: str, signal: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/v1/nodes/{name}/signals", json=signal)
+
+    def health_rules(self) -> list[dict[str, str]]:
+        return self._call("GET", "/v1/health/rules")
+
     def tenants(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/tenants")
 

@@ -46,8 +46,9 @@ class Server:
     """One control plane: start, kill -9, restart on the same data directory and database."""
 
     def __init__(self, data_dir: Path, database_url: str | None, backend: str = "local",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.args = args
         self.database_url = database_url
         self.backend = backend
         self.extra_env = env or {}
@@ -65,7 +66,7 @@ class Server:
         env = {**os.environ, "NEOCLOUD_ADMIN_TOKEN": ADMIN, **self.extra_env}
         env.pop("NEOCLOUD_DATABASE_URL", None)
         cmd = [sys.executable, "-m", "neocloud", "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
-               "--backend", self.backend]
+               "--backend", self.backend, *self.args]
         if self.fleet is not None:
             cmd += ["--fleet", str(self.fleet)]
         if self.database_url:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -60,6 +60,8 @@ class JobSpec(BaseModel):
     priority: PriorityClass = PriorityClass.ON_DEMAND
     estimated_duration: Duration = None
     checkpoint_interval: Duration = None
+    max_restarts: int = Field(default=3, ge=0, le=100,
+                              description="Restarts from checkpoint after node failures before the job fails.")
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     tenant: str | None = Field(default=None, description="Admin only: submit for this tenant.")
 
@@ -159,9 +161,100 @@ class NodeOut(BaseModel):
     leaf: str
     fabric: str
     site: str
-    state: str = Field(description="IDLE, MIXED, ALLOCATED, DRAINING, DRAINED or CORDONED.")
+    state: str = Field(description="IDLE, MIXED, ALLOCATED, DRAINING, DRAINED, CORDONED, SPARE or OUT.")
+    stage: str = Field(description="Lifecycle stage: onboarding, burn-in, production, cordoned, draining, triage, "
+                                   "repair or rma.")
+    spare: bool = Field(description="Held back as a hot spare for jobs whose nodes fail.")
+    nvlink_domain: str | None = None
     reason: str
     jobs: list[int]
+
+
+class NodeMoveOut(BaseModel):
+    at: float
+    from_stage: str
+    to_stage: str
+    reason: str
+
+
+class SignalOut(BaseModel):
+    at: float
+    observed_at: float
+    kind: str
+    payload: dict[str, Any]
+    rule: str
+    action: str
+
+
+class NodeDetail(NodeOut):
+    history: list[NodeMoveOut]
+    signals: list[SignalOut]
+
+
+class NodeMove(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(description="onboarding, burn-in, production, cordoned, draining, triage, repair or rma.",
+                    max_length=16)
+    reason: str = Field(default="", max_length=1024, pattern=NO_NUL)
+
+
+class _Signal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    observed_at: float | None = Field(default=None, ge=0, le=2**40,
+                                      description="When the agent saw it (seconds since the epoch); now if unset.")
+
+
+class XidSignal(_Signal):
+    kind: Literal["xid"]
+    code: int = Field(ge=1, le=65535, description="The XID the driver logged, e.g. 79: fallen off the bus.")
+    gpu: int | None = Field(default=None, ge=0, le=1023)
+    message: str = Field(default="", max_length=4096, pattern=NO_NUL)
+
+
+class EccSignal(_Signal):
+    kind: Literal["ecc"]
+    correctable: int = Field(default=0, ge=0, le=2**40)
+    uncorrectable: int = Field(default=0, ge=0, le=2**40)
+    gpu: int | None = Field(default=None, ge=0, le=1023)
+
+
+class ThermalSignal(_Signal):
+    kind: Literal["thermal"]
+    temperature_c: float = Field(ge=-50, le=250)
+    slowdown: bool = Field(default=False, description="The GPU throttles for heat.")
+    gpu: int | None = Field(default=None, ge=0, le=1023)
+
+
+class LinkFlapSignal(_Signal):
+    kind: Literal["link_flap"]
+    link: str = Field(max_length=255, pattern=NO_NUL, description="The port, e.g. mlx5_0/1.")
+    flaps: int = Field(ge=1, le=2**31 - 1, description="Flaps seen since the last report.")
+
+
+class StallSignal(_Signal):
+    kind: Literal["stall"]
+    for_s: float = Field(ge=0, le=10 * 365 * 86400, description="Seconds the GPUs have been busy without power.")
+    gpu: int | None = Field(default=None, ge=0, le=1023)
+
+
+class ActiveCheckSignal(_Signal):
+    kind: Literal["active_check"]
+    passed: bool
+    report: dict[str, Any] = Field(default_factory=dict, description="`neocloud node check --json`'s report.")
+
+
+Signal = Annotated[XidSignal | EccSignal | ThermalSignal | LinkFlapSignal | StallSignal | ActiveCheckSignal,
+                   Field(discriminator="kind")]
+
+
+class SignalResult(BaseModel):
+    node: str
+    rule: str
+    action: str
+    stage: str
+    interrupted: list[int] = Field(description="Jobs stopped and requeued because of it.")
 
 
 class QueueEntry(BaseModel):

@@ -47,7 +47,7 @@ class Service:
 
 
 def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Path | None = None,
-                 backend: str = "local") -> Service:
+                 backend: str = "local", spares_per_fabric: int = 0) -> Service:
     """Everything but the HTTP server: ready to serve once its controller starts."""
     data_dir = data_dir.expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,8 @@ def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Pat
     engine = connect(database_url(data_dir, database))
     db_lock = hold(engine)
     factory = sessions(engine)
-    controller = Controller(fleet, factory, the_backend)
+    controller = Controller(fleet, factory, the_backend, spares_per_fabric=spares_per_fabric,
+                            checkpoints=data_dir / "checkpoints")
     return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock, db_lock)
 
 
@@ -132,7 +133,7 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan,
                   description="The control plane of a GPU cloud: jobs, nodes, tenants.")
     app.state.service = service
-    for router in (jobs.router, nodes.router, admin.router):
+    for router in (jobs.router, nodes.router, nodes.rules_router, admin.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["service"])

@@ -13,8 +13,10 @@ from rich.table import Table
 
 from neocloud.cli.main import app, console
 from neocloud.client import Client, read_spec
+from neocloud.errors import NeocloudError
 
-node_app = typer.Typer(help="Operate on nodes: cordon, uncordon, drain.", no_args_is_help=True)
+node_app = typer.Typer(help="Operate on nodes: cordon, drain, move through their lifecycle, signal, check.",
+                       no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants and their tokens (admin).", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(tenant_app, name="tenants")
@@ -123,10 +125,10 @@ def queue(server: Server = None, token: Token = None) -> None:
 @app.command()
 def nodes(server: Server = None, token: Token = None) -> None:
     """Nodes, their GPUs and state."""
-    table = Table("node", "site", "fabric", "leaf", "GPU", "free/total", "state", "jobs", "reason")
+    table = Table("node", "site", "fabric", "leaf", "GPU", "free/total", "state", "stage", "jobs", "reason")
     for n in _client(server, token).nodes():
         table.add_row(n["name"], n["site"], n["fabric"], n["leaf"], n["gpu_type"] or "-", f"{n['gpus_free']}/{n['gpus']}",
-                      n["state"], " ".join(map(str, n["jobs"])), n["reason"])
+                      n["state"], n["stage"], " ".join(map(str, n["jobs"])), n["reason"])
     console.print(table)
 
 
@@ -143,6 +145,51 @@ def _node_command(action: str, doc: str) -> None:
 _node_command("cordon", "Stop placing new work on a node; what runs there stays.")
 _node_command("uncordon", "Let a node take new work again.")
 _node_command("drain", "Cordon a node and let its jobs finish: DRAINING, then DRAINED.")
+
+
+@node_app.command("show")
+def node_show(name: str, server: Server = None, token: Token = None) -> None:
+    """A node: its stage, its lifecycle history and the health signals about it."""
+    n = _client(server, token).node(name)
+    console.print(f"[bold]{n['name']}[/bold]  {n['gpus']} x {n['gpu_type'] or '-'}  {n['site']}/{n['fabric']}/"
+                  f"{n['leaf']}  stage [bold]{n['stage']}[/bold]{' (hot spare)' if n['spare'] else ''}  "
+                  f"state {n['state']}  jobs {' '.join(map(str, n['jobs'])) or '-'}", highlight=False)
+    history = Table("when", "from", "to", "reason", title="lifecycle")
+    for m in n["history"]:
+        history.add_row(_when(m["at"]), m["from_stage"], m["to_stage"], m["reason"])
+    console.print(history)
+    signals = Table("received", "observed", "kind", "signal", "rule", "action", title="health signals")
+    for h in n["signals"]:
+        detail = " ".join(f"{k}={v}" for k, v in h["payload"].items() if k not in ("kind", "report"))
+        signals.add_row(_when(h["at"]), _when(h["observed_at"]), h["kind"], detail, h["rule"], h["action"])
+    console.print(signals)
+
+
+@node_app.command("move")
+def node_move(name: str, stage: Annotated[str, typer.Argument(help="onboarding, burn-in, production, cordoned, "
+                                                                      "draining, triage, repair or rma.")],
+              reason: Annotated[str, typer.Option(help="Why (kept in the node's history).")] = "",
+              server: Server = None, token: Token = None) -> None:
+    """Move a node to another stage of its life, as the lifecycle allows (triage -> repair -> burn-in ...)."""
+    _client(server, token).move_node(name, stage, reason)
+    console.print(f"node {name}: now in {stage}")
+
+
+@node_app.command("signal")
+def node_signal(name: str, signal: Annotated[str, typer.Argument(
+                    help='The signal as JSON, e.g. \'{"kind": "xid", "code": 79}\'.')],
+                server: Server = None, token: Token = None) -> None:
+    """Post a health signal about a node (what node agents and exporters do) and print what it set off."""
+    import json
+
+    try:
+        body = json.loads(signal)
+    except json.JSONDecodeError as e:
+        raise NeocloudError(f"the signal is not JSON ({e.msg} at column {e.colno}); give e.g. "
+                            '\'{"kind": "xid", "code": 79}\'') from None
+    r = _client(server, token).signal(name, body)
+    jobs = f"; jobs requeued: {' '.join(map(str, r['interrupted']))}" if r["interrupted"] else ""
+    console.print(f"node {name}: {r['action']} ({r['rule']}); stage {r['stage']}{jobs}", highlight=False)
 
 
 @tenant_app.command("list")

@@ -21,6 +21,8 @@ def up(
     fleet: Annotated[Optional[Path], typer.Option(help="Fleet YAML (default: this host, or one emulated 8-GPU node).")] = None,
     backend: Annotated[str, typer.Option(help="Where jobs run: local (processes on this host), slurm (the cluster SLURM_CONF "
                                                      "names) or ray (the cluster at RAY_ADDRESS).")] = "local",
+    spares_per_fabric: Annotated[int, typer.Option(
+        min=0, help="Idle nodes held back in each fabric for jobs whose nodes fail.")] = 0,
     database_url: Annotated[Optional[str], typer.Option(
         help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: NEOCLOUD_DATABASE_URL, else SQLite "
              "in the data directory).")] = None,
@@ -29,7 +31,8 @@ def up(
     from neocloud.api.server import open_service, serve
 
     directory = default_data_dir(data_dir)
-    service = open_service(directory, database=database_url, fleet_path=fleet, backend=backend)
+    service = open_service(directory, database=database_url, fleet_path=fleet, backend=backend,
+                           spares_per_fabric=spares_per_fabric)
     token = "NEOCLOUD_ADMIN_TOKEN" if os.environ.get("NEOCLOUD_ADMIN_TOKEN") else str(directory / "admin.token")
     err.print(f"neocloud up: http://{host}:{port} (API docs at /docs) | fleet {service.fleet.name}: "
               f"{len(service.fleet.nodes)} node(s), {service.fleet.total_gpus} GPU(s) | backend {backend} | "

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import func, insert, select
@@ -29,13 +30,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from neocloud.backends.base import Backend, Exit, Task
 from neocloud.control.metrics import Metrics
+from neocloud.control.nodes import Moved, Nodes
 from neocloud.errors import NeocloudError, SchedulingError
 from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job, PriorityClass
+from neocloud.model.lifecycle import LifecycleError, Stage, stage
 from neocloud.sched.scheduler import Scheduler
 from neocloud.sched.state import FULL, Allocation
-from neocloud.store.tables import AuditRow, JobEvent, JobRow, NodeRow, Tenant, Token
+from neocloud.store.tables import AuditRow, JobEvent, JobRow, Tenant, Token
 
 log = logging.getLogger("neocloud.controller")
 T = TypeVar("T")
@@ -43,7 +46,8 @@ ACTIVE = ("PENDING", "RUNNING")
 BATCH = 512  # commands per turn at most
 POLL_S = 0.1  # how often a busy loop asks the backend for news and refreshes the metrics
 SYNC_S = 2.0  # how often it asks which nodes the engine itself has drained
-ENGINE = "engine: "  # the reason of a cordon that follows the engine's own drain
+MAX_RESTARTS = 3  # restarts after node failures a job gets unless its spec says otherwise
+NODE_ACTIONS = {"cordon": Stage.CORDONED, "drain": Stage.DRAINING, "uncordon": Stage.PRODUCTION}
 DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
 
 
@@ -76,6 +80,8 @@ class Controller:
         placement: str = "neocloud",
         tick_s: float = 0.25,
         clock: Callable[[], float] = time.time,
+        spares_per_fabric: int = 0,
+        checkpoints: Path | None = None,
     ) -> None:
         self.fleet = fleet
         self.sessions = sessions
@@ -85,6 +91,8 @@ class Controller:
         self.clock = clock
         self.metrics = Metrics()
         self.node_ids = {n.name: n.id for n in fleet.nodes}
+        self.nodes = Nodes(fleet, self.sched.state, self.metrics, spares_per_fabric=spares_per_fabric)
+        self.checkpoints = checkpoints  # where each job's NEOCLOUD_CHECKPOINT_DIR is made
         self.tokens: dict[str, str] = {}  # digest -> tenant
         self.tenants: set[str] = set()
         self._next_id = 1  # job ids are given here, not by the database: this loop is its only writer
@@ -213,19 +221,36 @@ class Controller:
     # -- what actions and backend news do to the store ----------------------------------------
     def _sync_nodes(self, s: Session, now: float) -> None:
         """Follow the engine: a node it drained is cordoned here; when it resumes, so does the node."""
-        drained = self.backend.drained()
-        s.flush()
-        marks = {r.name: r for r in s.scalars(select(NodeRow))}
-        for name, node_id in self.node_ids.items():
-            row = marks.get(name)
-            if name in drained and (row is None or not row.cordoned):
-                row = row or NodeRow(name=name, updated_at=now)
-                row.cordoned, row.draining, row.reason, row.updated_at = True, False, ENGINE + drained[name], now
-                s.add(row)
-                self.sched.state.set_schedulable(node_id, False)
-            elif name not in drained and row is not None and row.cordoned and row.reason.startswith(ENGINE):
-                row.cordoned, row.reason, row.updated_at = False, "", now
-                self.sched.state.set_schedulable(node_id, True)
+        self._carry(s, self.nodes.follow_engine(s, self.backend.drained(), now), now, tell_engine=False)
+
+    def _carry(self, s: Session, moved: Moved, now: float, tell_engine: bool = True) -> None:
+        """Carry out what node moves imply: jobs on a failed node stop, the engine hears of cordons."""
+        _load(s, list(moved.interrupted))
+        for job_id, why in moved.interrupted.items():
+            row = _row(s, job_id)
+            if row is not None and row.state == "RUNNING":
+                self._interrupt(s, row, why, now)
+        if tell_engine:
+            for name, _, to, reason in moved.moves:
+                self._after.append(lambda n=name, t=to, r=reason: self.backend.set_node(n, t != Stage.PRODUCTION, r))
+
+    def _interrupt(self, s: Session, row: JobRow, why: str, now: float) -> None:
+        """A node under the job failed: stop this attempt and requeue it from its last checkpoint onto
+        healthy nodes, unless it has used up its restarts."""
+        row.interruptions += 1
+        self.metrics.interruptions.inc()
+        limit = row.spec.get("max_restarts", MAX_RESTARTS)
+        attempt = row.attempts
+        self._after.append(lambda: self.backend.stop(row.id, attempt))
+        _event(s, row.id, now, "interrupted", why)
+        if row.interruptions > limit:
+            self._settle(s, row, "FAILED", None, f"interrupted {row.interruptions} times by node failures "
+                         f"(max_restarts {limit}); last: {why}", now)
+            return
+        self.sched.interrupt(str(row.id), now)
+        self._stopping[str(row.id)] = attempt  # back in the queue once this attempt has stopped
+        self._requeue(s, row, now, f"from its last checkpoint onto healthy nodes (restart {row.interruptions} "
+                                   f"of {limit})")
 
     def _launched(self, s: Session, action: Launch, now: float) -> Task:
         row = _row(s, int(action.job_id))
@@ -240,6 +265,8 @@ class Controller:
         command = spec["command"]
         command = command if isinstance(command, str) else tuple(command)
         env = dict(spec.get("env") or {})
+        if self.checkpoints is not None:
+            env.setdefault("NEOCLOUD_CHECKPOINT_DIR", str(self.checkpoints / str(row.id)))
         return Task(row.id, row.attempts, command, env,
                     tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []))
 
@@ -312,19 +339,33 @@ class Controller:
         return self.call(run)
 
     def set_node(self, name: str, action: str, reason: str) -> Future:
+        """The operator's cordon, drain and uncordon: moves to cordoned, draining and production."""
+        return self.move_node(name, NODE_ACTIONS[action].value, reason)
+
+    def move_node(self, name: str, to: str, reason: str) -> Future:  # of the node's stage
+        if name not in self.node_ids:
+            raise NotFound(f"no node {name!r}")
+        target = stage(to)
+
+        def run(s: Session, now: float) -> str:
+            try:
+                self._carry(s, self.nodes.move(s, name, target, reason, now), now)
+            except LifecycleError as e:
+                raise Conflict(str(e)) from None
+            return target.value
+
+        return self.call(run)
+
+    def signal(self, name: str, signal: dict[str, Any], observed_at: float | None) -> Future:  # of a dict
+        """A health signal about a node: recorded, judged by the rules, acted on."""
         if name not in self.node_ids:
             raise NotFound(f"no node {name!r}")
 
-        def run(s: Session, now: float) -> None:
-            s.flush()  # an earlier command of this turn may have added this node's row
-            row = s.get(NodeRow, name) or NodeRow(name=name, updated_at=now)
-            row.cordoned = action in ("cordon", "drain")
-            row.draining = action == "drain"
-            row.reason = reason if action != "uncordon" else ""
-            row.updated_at = now
-            s.add(row)
-            self.sched.state.set_schedulable(self.node_ids[name], not row.cordoned)
-            self._after.append(lambda: self.backend.set_node(name, row.cordoned, row.reason))
+        def run(s: Session, now: float) -> dict[str, Any]:
+            rule, moved = self.nodes.signal(s, name, signal, observed_at if observed_at is not None else now, now)
+            self._carry(s, moved, now)
+            return {"node": name, "rule": f"{rule.kind}: {rule.when}", "action": rule.action.value,
+                    "stage": self.nodes.stage[name].value, "interrupted": sorted(moved.interrupted)}
 
         return self.call(run)
 
@@ -368,9 +409,7 @@ class Controller:
                 self.tenants.add(DEFAULT_TENANT)
             self.tokens = {t.digest: t.tenant for t in s.scalars(select(Token))}
             self._next_id = (s.scalar(select(func.max(JobRow.id))) or 0) + 1
-            for node in s.scalars(select(NodeRow)):
-                if node.name in self.node_ids and node.cordoned:
-                    self.sched.state.set_schedulable(self.node_ids[node.name], False)
+            self.nodes.load(s)
             keep: set[tuple[int, int]] = set()
             for row in s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE)).order_by(JobRow.id)):
                 try:
@@ -382,6 +421,7 @@ class Controller:
                                           ran_s=row.run_s)
                 except SchedulingError as e:
                     self._settle_unknown(s, row, now, str(e))
+            self.nodes.top_up(s, now)
             _write_records(s)
             for job_id, attempt in self.backend.reap_orphans(keep):
                 log.warning("killed leftover processes of job %s attempt %s", job_id, attempt)

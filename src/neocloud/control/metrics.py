@@ -26,6 +26,14 @@ class Metrics:
         self.submitted = PromCounter("neocloud_jobs_submitted", "Jobs accepted", registry=self.registry)
         self.outcomes = PromCounter("neocloud_jobs_finished", "Jobs that ended, by final state", ["state"],
                                     registry=self.registry)
+        self.node_moves = PromCounter("neocloud_node_moves", "Node lifecycle moves", ["from_stage", "to_stage"],
+                                      registry=self.registry)
+        self.signals = PromCounter("neocloud_health_signals", "Health signals received, by kind and action",
+                                   ["kind", "action"], registry=self.registry)
+        self.nodes_by_stage = Gauge("neocloud_nodes", "Nodes by lifecycle stage", ["stage"], registry=self.registry)
+        self.spares = Gauge("neocloud_hot_spares", "Nodes held back as hot spares", registry=self.registry)
+        self.interruptions = PromCounter("neocloud_job_interruptions", "Job attempts ended by a node's failure",
+                                         registry=self.registry)
         self._held: set[tuple[str, str]] = set()
 
     def observe(self, sched: Scheduler) -> None:

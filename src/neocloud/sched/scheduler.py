@@ -96,6 +96,15 @@ class Scheduler:
             self.queue.remove(rec)
             rec.state = "HELD"
 
+    def interrupt(self, job_id: str, now: float) -> None:
+        """A running job stopped from outside (its node failed): it keeps its service so far and
+        waits, held, until its processes have stopped; `unhold` puts it back in the queue."""
+        rec = self.jobs[job_id]
+        if rec.state == "RUNNING":
+            self._stop(rec, now)
+            rec.state = "HELD"
+            self._dirty = True
+
     def unhold(self, job_id: str) -> None:
         rec = self.jobs[job_id]
         if rec.state == "HELD":

@@ -1,4 +1,5 @@
-"""What the control plane keeps: tenants, tokens, jobs and their events, nodes, the audit log.
+"""What the control plane keeps: tenants, tokens, jobs and their events, nodes and their health,
+the audit log.
 
 Times are seconds since the epoch (floats), as the core counts them; the API renders them.
 """
@@ -53,6 +54,7 @@ class JobRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)  # attempts ended by a node's failure
 
 
 class JobEvent(Base):
@@ -66,15 +68,43 @@ class JobEvent(Base):
 
 
 class NodeRow(Base):
-    """What an operator set on a node; the node itself comes from the fleet file."""
+    """A node's stage in its life and whether it is a hot spare; the node itself comes from the fleet."""
 
     __tablename__ = "nodes"
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    cordoned: Mapped[bool] = mapped_column(Boolean, default=False)
-    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    stage: Mapped[str] = mapped_column(String(16), default="production")
+    spare: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class NodeEvent(Base):
+    """One move of a node from stage to stage, with its reason."""
+
+    __tablename__ = "node_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(255), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    from_stage: Mapped[str] = mapped_column(String(16))
+    to_stage: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class HealthSignal(Base):
+    """A health signal about a node as it came in, and the rule and action it set off."""
+
+    __tablename__ = "health_signals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(255), index=True)
+    at: Mapped[float] = mapped_column(Float)  # when the control plane got it
+    observed_at: Mapped[float] = mapped_column(Float)  # when the agent saw it
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    rule: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(16))
 
 
 class AuditRow(Base):

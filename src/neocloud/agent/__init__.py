@@ -1,0 +1,1 @@
+"""What runs on a node itself: the active health check."""
