@@ -117,6 +117,11 @@ class Client:
     def node_action(self, name: str, action: str, reason: str = "") -> dict[str, Any]:
         return self._call("POST", f"/v1/nodes/{name}/{action}", json={"reason": reason})
 
+    def goodput(self, job_id: int | None = None, tenant: str | None = None) -> Any:
+        if job_id is not None:
+            return self._call("GET", f"/v1/jobs/{job_id}/goodput")
+        return self._call("GET", "/v1/goodput", params={"tenant": tenant} if tenant else None)
+
     def node(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/nodes/{name}")
 

@@ -30,7 +30,7 @@ def test_a_node_below_its_datasheet_fails() -> None:
 
 def test_silent_data_corruption_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     class Flaky(check._Cpu):
-        def matmul(self, a, b, out) -> None:  # noqa: ANN001
+        def matmul(self, a, b, out) -> None:
             super().matmul(a, b, out)
             out.flat[17] += 1.0  # one wrong element, as a bad SM would leave
 

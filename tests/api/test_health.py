@@ -24,7 +24,7 @@ def _steps(server: Server, job_id: int) -> int:
         return 0
 
 
-def _running_on(c, job_id: int) -> str:  # noqa: ANN001
+def _running_on(c, job_id: int) -> str:
     job = c.job(job_id)
     return job["placement"][0]["node"] if job["state"] == "RUNNING" else ""
 
@@ -62,20 +62,60 @@ def test_a_node_goes_through_triage_repair_and_burn_in_back_to_production(server
         c.node_action(name, "uncordon")
     assert refused.value.status == 409 and "from there it can go to: repair, rma, burn-in" in str(refused.value)
     c.move_node(name, "repair", "HBM replaced")
-    c.move_node(name, "burn-in", "back from repair")
     wide = c.submit({"name": "wide", "gpus": 16, "gpus_per_node": 8, "command": "true"})
-    assert c.signal(name, {"kind": "active_check", "passed": False, "report": {"matmul_tflops": 1.0}})["stage"] \
-        == "triage"
-    c.move_node(name, "burn-in", "reseated")
+    c.move_node(name, "burn-in", "back from repair")  # its active check starts by itself
     assert c.job(wide["id"])["state"] == "PENDING"  # a node out of production takes no work
-    done = c.signal(name, {"kind": "active_check", "passed": True})
-    assert done["stage"] == "production"
+    wait_for(lambda: c.node(name)["stage"] == "production", timeout=60)
     assert c.wait(wide["id"], timeout=30)["state"] == "COMPLETED"  # both nodes take work again
-    moves = [(m["from_stage"], m["to_stage"]) for m in reversed(c.node(name)["history"])]
-    assert moves == [("production", "triage"), ("triage", "repair"), ("repair", "burn-in"), ("burn-in", "triage"),
-                     ("triage", "burn-in"), ("burn-in", "production")]
+    node = c.node(name)
+    moves = [(m["from_stage"], m["to_stage"]) for m in reversed(node["history"])]
+    assert moves == [("production", "triage"), ("triage", "repair"), ("repair", "burn-in"), ("burn-in", "production")]
+    verdict = node["signals"][0]
+    assert verdict["kind"] == "active_check" and verdict["payload"]["passed"] is True
+    assert verdict["payload"]["report"]["device"] == "cpu"  # `neocloud node check`'s own report
+    (check,) = c.jobs(tenant="system")
+    assert check["name"] == f"check-{name}" and check["state"] == "COMPLETED" and check["priority"] == "spot"
     metrics = c.http.get("/metrics").text
     assert 'neocloud_node_moves_total{from_stage="burn-in",to_stage="production"} 1.0' in metrics
+
+
+def _server(tmp_path: Path, *args: str) -> Iterator[Server]:
+    srv = Server(tmp_path / "data", None, args=args)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        _kill_leftovers(srv.data_dir)
+
+
+@pytest.fixture
+def failing_checks(tmp_path: Path) -> Iterator[Server]:
+    yield from _server(tmp_path, "--check-command", "echo no good; exit 3")
+
+
+@pytest.fixture
+def slow_checks(tmp_path: Path) -> Iterator[Server]:
+    yield from _server(tmp_path, "--check-every", "1", "--check-command", "sleep 600")
+
+
+def test_a_node_failing_its_burn_in_check_goes_back_to_triage(failing_checks: Server) -> None:
+    c = failing_checks.client()
+    name = c.nodes()[0]["name"]
+    c.move_node(name, "triage", "suspect")
+    c.move_node(name, "burn-in", "no fault found")
+    wait_for(lambda: c.node(name)["stage"] == "triage", timeout=30)
+    signal = c.node(name)["signals"][0]
+    assert signal["payload"] == {"kind": "active_check", "passed": False, "report": {"output": "no good\n"}}
+
+
+def test_idle_nodes_are_checked_as_spot_work_that_real_work_preempts(slow_checks: Server) -> None:
+    c = slow_checks.client()
+    wait_for(lambda: len([j for j in c.jobs(tenant="system") if j["state"] == "RUNNING"]) == 2, timeout=30)
+    job = c.submit({"name": "work", "gpus": 8, "command": "sleep 1"})
+    assert c.wait(job["id"], timeout=30)["state"] == "COMPLETED"
+    preempted = [j for j in c.jobs(tenant="system") if j["state"] == "CANCELLED"]
+    assert len(preempted) >= 1 and preempted[0]["reason"] == "preempted: the node is wanted for work"
 
 
 def test_watched_signals_change_nothing_and_rules_are_published(server: Server) -> None:
@@ -124,13 +164,7 @@ def test_signals_are_for_admins_and_known_nodes(server: Server) -> None:
 
 @pytest.fixture
 def spare_server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", None, args=("--spares-per-fabric", "1"))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        _kill_leftovers(srv.data_dir)
+    yield from _server(tmp_path, "--spares-per-fabric", "1")
 
 
 def test_a_hot_spare_takes_the_place_of_a_failed_node_and_restarts_are_capped(spare_server: Server) -> None:
@@ -161,3 +195,65 @@ def test_node_check_posts_its_verdict_and_brings_a_burned_in_node_to_production(
     assert f"posted to node {name}: stage production" in res.stdout
     node = c.node(name)
     assert node["stage"] == "production" and node["signals"][0]["payload"]["report"]["device"] == "cpu"
+
+
+def test_goodput_counts_what_a_failure_cost_the_job_and_its_tenant(server: Server) -> None:
+    import time
+
+    c = server.client()
+    job = c.submit({"name": "trainer", "gpus": 8, "command": TRAINER, "restart_cost": "2s"})
+    first = wait_for(lambda: _running_on(c, job["id"]))
+    wait_for(lambda: _steps(server, job["id"]) >= 50)
+    c.signal(first, {"kind": "xid", "code": 79, "observed_at": time.time() - 0.5})  # seen 0.5 s before it came in
+    wait_for(lambda: c.job(job["id"])["attempts"] == 2 and _running_on(c, job["id"]))
+    time.sleep(2.5)
+    g = c.goodput(job["id"])
+    assert g["interruptions"] == 1
+    assert g["lost_gpu_s"]["detection"] == pytest.approx(8 * 0.5, abs=8 * 0.3)
+    assert 0 <= g["lost_gpu_s"]["recomputation"] < 8 * 1.0  # it checkpoints every step: little is lost
+    assert g["lost_gpu_s"]["restart"] == pytest.approx(8 * 2)
+    assert g["queueing_after_failure_s"] >= 0 and g["allocated_gpu_s"] > 0
+    assert g["productive_gpu_s"] == pytest.approx(g["allocated_gpu_s"] - sum(g["lost_gpu_s"].values()), abs=0.01)
+    assert 0 < g["ettr"] <= 1
+    (tenant,) = c.goodput()
+    assert tenant["tenant"] == "default" and tenant["interruptions"] == 1
+    assert tenant["lost_gpu_s"]["detection"] == g["lost_gpu_s"]["detection"]
+    c.cancel(job["id"])
+
+
+def test_the_cli_shows_a_node_and_goodput(server: Server) -> None:
+    from tests.api.conftest import ADMIN
+    from tests.cli.test_cli import neocloud
+
+    c = server.client()
+    name = c.nodes()[0]["name"]
+    common = ("--server", server.url, "--token", ADMIN)
+    res = neocloud("node", "signal", name, '{"kind": "ecc", "uncorrectable": 1}', *common)
+    assert res.returncode == 0 and "triage" in res.stdout, res.stderr
+    shown = neocloud("node", "show", name, *common)
+    assert shown.returncode == 0 and "production" in shown.stdout and "uncorrectable=1" in shown.stdout
+    bad = neocloud("node", "signal", name, "{kind: xid}", *common)
+    assert bad.returncode == 2 and "the signal is not JSON" in bad.stderr and "Traceback" not in bad.stderr
+    moved = neocloud("node", "move", name, "production", *common)
+    assert moved.returncode == 2 and "from there it can go to" in moved.stderr
+    job = c.submit({"name": "short", "gpus": 1, "command": "sleep 0.2"})
+    c.wait(job["id"], timeout=30)
+    assert neocloud("goodput", str(job["id"]), *common).returncode == 0
+    totals = neocloud("goodput", *common)
+    assert totals.returncode == 0 and "default" in totals.stdout
+
+
+def test_a_job_asking_for_auto_gets_dalys_interval(server: Server) -> None:
+    from neocloud.model.goodput import auto_interval
+
+    c = server.client()
+    job = c.submit({"name": "auto", "gpus": 8, "checkpoint_interval": "auto", "checkpoint_cost": "30s",
+                    "command": "echo $NEOCLOUD_CHECKPOINT_INTERVAL"})
+    assert c.wait(job["id"], timeout=30)["state"] == "COMPLETED"
+    assert float(c.logs(job["id"])["text"]) == pytest.approx(auto_interval(8, 0, 0.0, 30.0, None), rel=1e-3)
+    fixed = c.submit({"name": "fixed", "gpus": 1, "checkpoint_interval": "15m", "command": "echo $NEOCLOUD_CHECKPOINT_INTERVAL"})
+    c.wait(fixed["id"], timeout=30)
+    assert c.logs(fixed["id"])["text"] == "900\n"
+    with pytest.raises(ApiError) as bad:
+        c.submit({"name": "bad", "gpus": 1, "checkpoint_interval": "often", "command": "true"})
+    assert bad.value.status == 422 and "checkpoint_interval" in str(bad.value)

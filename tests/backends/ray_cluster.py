@@ -25,7 +25,7 @@ GPUS = 8
 def available() -> str | None:
     """Why a cluster cannot be started here, or None if it can."""
     try:
-        import ray  # noqa: F401
+        import ray
     except ImportError:
         return "Ray is not installed (pip install 'neocloud[ray]')"
     return None if shutil.which("ray", path=str(Path(sys.executable).parent)) else "the `ray` command is missing"
@@ -81,7 +81,7 @@ class RayCluster:
         with open(self.root / f"{name}.log", "wb") as log:
             self._procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
 
-    def _wait(self, ready, what: str, timeout: float = 60.0) -> None:  # noqa: ANN001
+    def _wait(self, ready, what: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not ready():
             if any(p.poll() is not None for p in self._procs):

@@ -29,7 +29,7 @@ sites:
 
 
 @pytest.fixture
-def keeper(tmp_path: Path):  # noqa: ANN201
+def keeper(tmp_path: Path):
     path = tmp_path / "fleet.yaml"
     path.write_text(RACKS)
     fleet = load_fleet(path)
@@ -39,7 +39,7 @@ def keeper(tmp_path: Path):  # noqa: ANN201
     return Nodes(fleet, sched.state, Metrics(), spares_per_fabric=1), sessions(engine), sched
 
 
-def test_a_domain_is_cordoned_whole_once_more_than_two_nodes_are_out(keeper) -> None:  # noqa: ANN001
+def test_a_domain_is_cordoned_whole_once_more_than_two_nodes_are_out(keeper) -> None:
     nodes, factory, sched = keeper
     domain = [n.name for n in nodes.fleet.nodes if n.nvlink_domain == nodes.fleet.nodes[0].nvlink_domain]
     assert len(domain) == 4
@@ -59,7 +59,7 @@ def test_a_domain_is_cordoned_whole_once_more_than_two_nodes_are_out(keeper) -> 
         assert len(s.scalars(select(NodeEvent)).all()) == 4
 
 
-def test_stages_and_spares_survive_a_restart_and_bad_moves_are_refused(keeper) -> None:  # noqa: ANN001
+def test_stages_and_spares_survive_a_restart_and_bad_moves_are_refused(keeper) -> None:
     nodes, factory, sched = keeper
     with factory.begin() as s:
         nodes.top_up(s, 0.0)

@@ -74,25 +74,25 @@ class _Cpu:
         self.name = platform.processor() or platform.machine()
         self.label = "cpu"
 
-    def matrix(self, n: int, dtype: str, seed: int):  # noqa: ANN201
+    def matrix(self, n: int, dtype: str, seed: int):
         return np.random.default_rng(seed).standard_normal((n, n), dtype=np.float32)
 
-    def from_host(self, a: np.ndarray):  # noqa: ANN201
+    def from_host(self, a: np.ndarray):
         return a.astype(np.float32)
 
-    def to_host(self, x) -> np.ndarray:  # noqa: ANN001
+    def to_host(self, x) -> np.ndarray:
         return np.asarray(x, dtype=np.float64)
 
-    def empty_like(self, x):  # noqa: ANN001, ANN201
+    def empty_like(self, x):
         return np.empty_like(x)
 
-    def matmul(self, a, b, out) -> None:  # noqa: ANN001
+    def matmul(self, a, b, out) -> None:
         np.matmul(a, b, out=out)
 
-    def buffer(self, nbytes: int):  # noqa: ANN201
+    def buffer(self, nbytes: int):
         return np.ones(nbytes, dtype=np.uint8)
 
-    def copy(self, dst, src) -> None:  # noqa: ANN001
+    def copy(self, dst, src) -> None:
         np.copyto(dst, src)
 
     def sync(self) -> None:
@@ -105,33 +105,33 @@ class _Cuda:
     kind = "cuda"
     dtypes = ("bf16", "fp16")
 
-    def __init__(self, torch, index: int) -> None:  # noqa: ANN001
+    def __init__(self, torch, index: int) -> None:
         self.torch, self.index = torch, index
         self.device = torch.device("cuda", index)
         self.name = torch.cuda.get_device_name(index)
         self.label = f"cuda:{index}"
         self._types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-    def matrix(self, n: int, dtype: str, seed: int):  # noqa: ANN201
+    def matrix(self, n: int, dtype: str, seed: int):
         g = self.torch.Generator(device=self.device).manual_seed(seed)
         return self.torch.randn(n, n, generator=g, device=self.device, dtype=self._types[dtype])
 
-    def from_host(self, a: np.ndarray):  # noqa: ANN201
+    def from_host(self, a: np.ndarray):
         return self.torch.from_numpy(a.astype(np.float32)).to(self.device)
 
-    def to_host(self, x) -> np.ndarray:  # noqa: ANN001
+    def to_host(self, x) -> np.ndarray:
         return x.float().cpu().numpy().astype(np.float64)
 
-    def empty_like(self, x):  # noqa: ANN001, ANN201
+    def empty_like(self, x):
         return self.torch.empty_like(x)
 
-    def matmul(self, a, b, out) -> None:  # noqa: ANN001
+    def matmul(self, a, b, out) -> None:
         self.torch.matmul(a, b, out=out)
 
-    def buffer(self, nbytes: int):  # noqa: ANN201
+    def buffer(self, nbytes: int):
         return self.torch.ones(nbytes, dtype=self.torch.uint8, device=self.device)
 
-    def copy(self, dst, src) -> None:  # noqa: ANN001
+    def copy(self, dst, src) -> None:
         dst.copy_(src, non_blocking=True)
 
     def sync(self) -> None:
@@ -165,19 +165,19 @@ def _timed(run: Callable[[], None], sync: Callable[[], None], min_s: float) -> f
     return (time.perf_counter() - start) / calls
 
 
-def matmul_tflops(dev, n: int, dtype: str, min_s: float) -> float:  # noqa: ANN001
+def matmul_tflops(dev, n: int, dtype: str, min_s: float) -> float:
     a, b = dev.matrix(n, dtype, 1), dev.matrix(n, dtype, 2)
     out = dev.empty_like(a)
     return 2 * n**3 / _timed(lambda: dev.matmul(a, b, out), dev.sync, min_s) / 1e12
 
 
-def memory_gbps(dev, nbytes: int, min_s: float) -> float:  # noqa: ANN001
+def memory_gbps(dev, nbytes: int, min_s: float) -> float:
     """Device memory bandwidth from a copy: every byte read once and written once."""
     src, dst = dev.buffer(nbytes), dev.buffer(nbytes)
     return 2 * nbytes / _timed(lambda: dev.copy(dst, src), dev.sync, min_s) / 1e9
 
 
-def corruption(dev, n: int = 256) -> float:  # noqa: ANN001
+def corruption(dev, n: int = 256) -> float:
     """Relative error of an FP32 product on the device against float64 on the host."""
     rng = np.random.default_rng(7)
     a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
@@ -189,7 +189,7 @@ def corruption(dev, n: int = 256) -> float:  # noqa: ANN001
     return float(np.abs(dev.to_host(out) - ref).max() / np.abs(ref).max())
 
 
-def peer_gbps(src_dev, dst_dev, nbytes: int, min_s: float) -> float:  # noqa: ANN001
+def peer_gbps(src_dev, dst_dev, nbytes: int, min_s: float) -> float:
     src = src_dev.buffer(nbytes)
     dst = dst_dev.buffer(nbytes)
 
@@ -200,7 +200,7 @@ def peer_gbps(src_dev, dst_dev, nbytes: int, min_s: float) -> float:  # noqa: AN
     return nbytes / _timed(lambda: dst_dev.copy(dst, src), both, min_s) / 1e9
 
 
-def allreduce_busbw(devs: list, nbytes: int, min_s: float) -> float:  # noqa: ANN001
+def allreduce_busbw(devs: list, nbytes: int, min_s: float) -> float:
     """NCCL all-reduce across the node's GPUs, as bus bandwidth (nccl-tests' definition)."""
     torch = devs[0].torch
     from torch.cuda import nccl

@@ -9,13 +9,21 @@ from fastapi import APIRouter, Depends, Path, Request
 from sqlalchemy import select
 
 from neocloud.api.auth import Principal, admin, caller
-from neocloud.api.schemas import (NodeAction, NodeDetail, NodeMove, NodeMoveOut, NodeOut, Signal, SignalOut,
-                                  SignalResult)
+from neocloud.api.schemas import (
+    NodeAction,
+    NodeDetail,
+    NodeMove,
+    NodeMoveOut,
+    NodeOut,
+    Signal,
+    SignalOut,
+    SignalResult,
+)
 from neocloud.control.controller import NotFound
 from neocloud.model.health import RULES
 from neocloud.model.lifecycle import Stage
 from neocloud.sched.state import FULL
-from neocloud.store.tables import HealthSignal, NodeEvent, NodeRow
+from neocloud.store.tables import HealthSignal, NodeEvent
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 NodeName = Annotated[str, Path(max_length=255)]
@@ -39,19 +47,17 @@ async def _nodes(request: Request, who: Principal, only: str | None = None) -> l
         left = sched.state.gpu_left
         keeper = service.controller.nodes
         return [(int((left[n.id, : n.gpus] == FULL).sum()), on_node.get(n.id, []), keeper.stage[n.name],
-                 n.name in keeper.spare) for n in chosen]
+                 n.name in keeper.spare, keeper.reason[n.name]) for n in chosen]
 
     usage = await wrap_future(service.controller.view(read))
-    with service.sessions() as s:
-        reasons = {r.name: r.reason for r in s.scalars(select(NodeRow).where(NodeRow.name.in_([n.name for n in chosen])))}
     out = []
-    for node, (free, jobs, stage, spare) in zip(chosen, usage):
+    for node, (free, jobs, stage, spare, reason) in zip(chosen, usage):
         leaf = fleet.leaves[node.leaf]
         fabric = fleet.fabrics[leaf.fabric]
         out.append(NodeOut(name=node.name, gpu_type=node.gpu.name if node.gpu else None, gpus=node.gpus,
                            gpus_free=free, leaf=leaf.name, fabric=fabric.name, site=fabric.site,
                            state=_state(free, jobs, stage, spare), stage=stage.value, spare=spare,
-                           nvlink_domain=node.nvlink_domain, reason=reasons.get(node.name, ""),
+                           nvlink_domain=node.nvlink_domain, reason=reason,
                            jobs=sorted(jobs) if (who.admin or not jobs) else []))
     return out
 

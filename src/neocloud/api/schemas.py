@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from neocloud.errors import NeocloudError
 from neocloud.model.catalog import gpu_type
@@ -59,7 +59,11 @@ class JobSpec(BaseModel):
     gpu_type: str | None = Field(default=None, max_length=64, description="A catalog GPU model; any if unset.")
     priority: PriorityClass = PriorityClass.ON_DEMAND
     estimated_duration: Duration = None
-    checkpoint_interval: Duration = None
+    checkpoint_interval: float | Literal["auto"] | None = Field(
+        default=None, description="Seconds, '30m', ..., or 'auto': Daly's interval from the fleet's failure rate "
+                                  "and the job's checkpoint_cost and restart_cost (given as NEOCLOUD_CHECKPOINT_INTERVAL).")
+    checkpoint_cost: Duration = None  # seconds one checkpoint save blocks training, for goodput accounting
+    restart_cost: Duration = None  # seconds from a restart to training again, for goodput accounting
     max_restarts: int = Field(default=3, ge=0, le=100,
                               description="Restarts from checkpoint after node failures before the job fails.")
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
@@ -70,10 +74,10 @@ class JobSpec(BaseModel):
     def _name(cls, v: str | None) -> str | None:
         return v if v is None else name(v)
 
-    @field_validator("estimated_duration", "checkpoint_interval", mode="before")
+    @field_validator("estimated_duration", "checkpoint_interval", "checkpoint_cost", "restart_cost", mode="before")
     @classmethod
-    def _duration(cls, v: Any) -> float | None:
-        return seconds(v)
+    def _duration(cls, v: Any, info: ValidationInfo) -> float | str | None:
+        return v if info.field_name == "checkpoint_interval" and v == "auto" else seconds(v)
 
     @field_validator("command")
     @classmethod
@@ -135,6 +139,31 @@ class JobOut(BaseModel):
     reason: str
     cancel_requested: bool
     spec: dict[str, Any]
+
+
+class GoodputOut(BaseModel):
+    allocated_gpu_s: float
+    productive_gpu_s: float
+    lost_gpu_s: dict[str, float] = Field(description="detection, restart, recomputation, checkpoint writes")
+    queueing_after_failure_s: float = Field(description="Wall seconds waiting to run again after failures.")
+    wall_s: float
+    ettr: float | None = Field(description="Productive time over wall time since the first start.")
+
+
+class JobGoodput(GoodputOut):
+    job_id: int
+    tenant: str
+    interruptions: int
+
+
+class TenantGoodput(BaseModel):
+    tenant: str
+    jobs: int
+    interruptions: int
+    allocated_gpu_s: float
+    productive_gpu_s: float
+    lost_gpu_s: dict[str, float]
+    goodput: float | None = Field(description="Productive over allocated GPU-time.")
 
 
 class EventOut(BaseModel):

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from neocloud.api import admin, jobs, nodes
+from neocloud.api import admin, goodput, jobs, nodes
 from neocloud.api.auth import identify
 from neocloud.backends import Backend, make_backend
 from neocloud.control.controller import Conflict, Controller, NotFound, digest
@@ -47,7 +47,8 @@ class Service:
 
 
 def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Path | None = None,
-                 backend: str = "local", spares_per_fabric: int = 0) -> Service:
+                 backend: str = "local", spares_per_fabric: int = 0, check_every_s: float = 0.0,
+                 check_command: str | None = None) -> Service:
     """Everything but the HTTP server: ready to serve once its controller starts."""
     data_dir = data_dir.expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,8 @@ def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Pat
     db_lock = hold(engine)
     factory = sessions(engine)
     controller = Controller(fleet, factory, the_backend, spares_per_fabric=spares_per_fabric,
-                            checkpoints=data_dir / "checkpoints")
+                            checkpoints=data_dir / "checkpoints", check_every_s=check_every_s,
+                            **({"check_command": check_command} if check_command else {}))
     return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock, db_lock)
 
 
@@ -133,7 +135,7 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan,
                   description="The control plane of a GPU cloud: jobs, nodes, tenants.")
     app.state.service = service
-    for router in (jobs.router, nodes.router, nodes.rules_router, admin.router):
+    for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, admin.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["service"])

@@ -147,6 +147,34 @@ _node_command("uncordon", "Let a node take new work again.")
 _node_command("drain", "Cordon a node and let its jobs finish: DRAINING, then DRAINED.")
 
 
+@app.command()
+def goodput(job: Annotated[Optional[int], typer.Argument(help="A job (default: every tenant's totals).")] = None,
+            tenant: Annotated[Optional[str], typer.Option(help="Only this tenant (admin).")] = None,
+            server: Server = None, token: Token = None) -> None:
+    """Productive GPU-time against GPU-time allocated, what was lost to each cause, and ETTR."""
+    c = _client(server, token)
+    hours = lambda gpu_s: f"{gpu_s / 3600:,.2f}"
+    if job is not None:
+        g = c.goodput(job)
+        table = Table(title=f"job {job}: {g['interruptions']} interruption(s)", show_header=False)
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        table.add_row("allocated GPU-h", hours(g["allocated_gpu_s"]))
+        table.add_row("productive GPU-h", hours(g["productive_gpu_s"]))
+        for cause, lost in g["lost_gpu_s"].items():
+            table.add_row(f"lost to {cause}, GPU-h", hours(lost))
+        table.add_row("waiting after failures", f"{g['queueing_after_failure_s']:,.0f} s")
+        table.add_row("ETTR", "-" if g["ettr"] is None else f"{100 * g['ettr']:.1f}%")
+        console.print(table)
+        return
+    table = Table("tenant", "jobs", "interruptions", "allocated GPU-h", "productive GPU-h", "lost GPU-h", "goodput")
+    for t in c.goodput(tenant=tenant):
+        table.add_row(t["tenant"], str(t["jobs"]), str(t["interruptions"]), hours(t["allocated_gpu_s"]),
+                      hours(t["productive_gpu_s"]), hours(sum(t["lost_gpu_s"].values())),
+                      "-" if t["goodput"] is None else f"{100 * t['goodput']:.1f}%")
+    console.print(table)
+
+
 @node_app.command("show")
 def node_show(name: str, server: Server = None, token: Token = None) -> None:
     """A node: its stage, its lifecycle history and the health signals about it."""

@@ -23,6 +23,10 @@ def up(
                                                      "names) or ray (the cluster at RAY_ADDRESS).")] = "local",
     spares_per_fabric: Annotated[int, typer.Option(
         min=0, help="Idle nodes held back in each fabric for jobs whose nodes fail.")] = 0,
+    check_every: Annotated[float, typer.Option(
+        min=0, help="Seconds between active checks of each idle node (0: only nodes in burn-in are checked).")] = 3600,
+    check_command: Annotated[Optional[str], typer.Option(
+        help="The active check run on a node (default: neocloud node check --quick --json).")] = None,
     database_url: Annotated[Optional[str], typer.Option(
         help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: NEOCLOUD_DATABASE_URL, else SQLite "
              "in the data directory).")] = None,
@@ -32,7 +36,8 @@ def up(
 
     directory = default_data_dir(data_dir)
     service = open_service(directory, database=database_url, fleet_path=fleet, backend=backend,
-                           spares_per_fabric=spares_per_fabric)
+                           spares_per_fabric=spares_per_fabric, check_every_s=check_every,
+                           check_command=check_command)
     token = "NEOCLOUD_ADMIN_TOKEN" if os.environ.get("NEOCLOUD_ADMIN_TOKEN") else str(directory / "admin.token")
     err.print(f"neocloud up: http://{host}:{port} (API docs at /docs) | fleet {service.fleet.name}: "
               f"{len(service.fleet.nodes)} node(s), {service.fleet.total_gpus} GPU(s) | backend {backend} | "

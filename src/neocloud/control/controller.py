@@ -13,10 +13,15 @@ checkpoint if it writes them). Processes of jobs that are no longer running are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
+import os
 import queue
 import secrets
+import shlex
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +39,7 @@ from neocloud.control.nodes import Moved, Nodes
 from neocloud.errors import NeocloudError, SchedulingError
 from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
+from neocloud.model.goodput import auto_interval, fixed_interval
 from neocloud.model.job import Job, PriorityClass
 from neocloud.model.lifecycle import LifecycleError, Stage, stage
 from neocloud.sched.scheduler import Scheduler
@@ -49,6 +55,8 @@ SYNC_S = 2.0  # how often it asks which nodes the engine itself has drained
 MAX_RESTARTS = 3  # restarts after node failures a job gets unless its spec says otherwise
 NODE_ACTIONS = {"cordon": Stage.CORDONED, "drain": Stage.DRAINING, "uncordon": Stage.PRODUCTION}
 DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
+SYSTEM = "system"  # the tenant of neocloud's own jobs: active health checks
+CHECK_COMMAND = f"{shlex.quote(sys.executable)} -m neocloud node check --quick --json"
 
 
 class NotFound(NeocloudError):
@@ -82,6 +90,8 @@ class Controller:
         clock: Callable[[], float] = time.time,
         spares_per_fabric: int = 0,
         checkpoints: Path | None = None,
+        check_every_s: float = 0.0,
+        check_command: str = CHECK_COMMAND,
     ) -> None:
         self.fleet = fleet
         self.sessions = sessions
@@ -93,6 +103,9 @@ class Controller:
         self.node_ids = {n.name: n.id for n in fleet.nodes}
         self.nodes = Nodes(fleet, self.sched.state, self.metrics, spares_per_fabric=spares_per_fabric)
         self.checkpoints = checkpoints  # where each job's NEOCLOUD_CHECKPOINT_DIR is made
+        self.check_every_s, self.check_command = check_every_s, check_command
+        self._checks: dict[str, str] = {}  # job id of a running active check -> its node
+        self._checked_at: dict[str, float] = {}  # node -> when its last active check started
         self.tokens: dict[str, str] = {}  # digest -> tenant
         self.tenants: set[str] = set()
         self._next_id = 1  # job ids are given here, not by the database: this loop is its only writer
@@ -178,6 +191,7 @@ class Controller:
             if now - self._synced_at >= SYNC_S:
                 self._synced_at = now
                 self._sync_nodes(s, now)
+                tasks.extend(self._start_checks(s, now))
             if now - self._polled_at >= POLL_S:  # under load turns come fast; the backend is asked less
                 self._polled_at = now
                 exits = self.backend.poll()
@@ -228,15 +242,27 @@ class Controller:
         _load(s, list(moved.interrupted))
         for job_id, why in moved.interrupted.items():
             row = _row(s, job_id)
-            if row is not None and row.state == "RUNNING":
-                self._interrupt(s, row, why, now)
+            if row is None or row.state != "RUNNING" or row.cancel_requested:  # a cancel is on its way
+                continue
+            if self._checks.pop(str(job_id), None) is not None:  # the node's own check: over, not requeued
+                self._after.append(lambda j=row.id, a=row.attempts: self.backend.stop(j, a))
+                self._settle(s, row, "CANCELLED", None, why, now)
+            else:
+                self._interrupt(s, row, why, now, moved.observed_at)
         if tell_engine:
             for name, _, to, reason in moved.moves:
                 self._after.append(lambda n=name, t=to, r=reason: self.backend.set_node(n, t != Stage.PRODUCTION, r))
 
-    def _interrupt(self, s: Session, row: JobRow, why: str, now: float) -> None:
+    def _interrupt(self, s: Session, row: JobRow, why: str, now: float, observed_at: float | None) -> None:
         """A node under the job failed: stop this attempt and requeue it from its last checkpoint onto
-        healthy nodes, unless it has used up its restarts."""
+        healthy nodes, unless it has used up its restarts. The ledger keeps what the failure cost."""
+        saved = max(row.started_at or now, self._last_checkpoint(row.id) or 0.0)
+        ledger = dict(row.ledger or {})
+        broken = max(observed_at or now, row.started_at or now)  # the attempt ran on a broken node since
+        ledger["detection_s"] = ledger.get("detection_s", 0.0) + max(now - broken, 0.0)
+        ledger["recomputation_s"] = ledger.get("recomputation_s", 0.0) + max(now - saved, 0.0)
+        ledger["failed_at"] = now
+        row.ledger = ledger
         row.interruptions += 1
         self.metrics.interruptions.inc()
         limit = row.spec.get("max_restarts", MAX_RESTARTS)
@@ -252,9 +278,73 @@ class Controller:
         self._requeue(s, row, now, f"from its last checkpoint onto healthy nodes (restart {row.interruptions} "
                                    f"of {limit})")
 
+    # -- active checks -------------------------------------------------------------------------
+    def _start_checks(self, s: Session, now: float) -> list[Task]:
+        """Run `neocloud node check` on each node in burn-in, and on idle production nodes due one
+        (every `check_every_s`); as spot jobs, so that any real work preempts them."""
+        busy = set(self._checks.values())
+        tasks = []
+        for node in self.fleet.nodes:
+            name, stage_now = node.name, self.nodes.stage[node.name]
+            due = self.check_every_s > 0 and now - self._checked_at.get(name, float("-inf")) >= self.check_every_s
+            idle = stage_now == Stage.PRODUCTION and not self.nodes.jobs_on(name)
+            if name in busy or node.gpus == 0 or not (stage_now == Stage.BURN_IN or (due and idle)):
+                continue
+            spec = {"name": f"check-{name}"[:63], "command": self.check_command, "gpus": node.gpus,
+                    "priority": PriorityClass.SPOT.value}
+            row = JobRow(id=self._next_id, tenant=SYSTEM, name=spec["name"], spec=spec, state="RUNNING",
+                         priority=spec["priority"], gpus=node.gpus, submitted_at=now, started_at=now, run_s=0.0,
+                         attempts=1, reason="", cancel_requested=False, ledger={"first_start": now},
+                         placement=[{"node": name, "gpus": list(range(node.gpus))}])
+            self._next_id += 1
+            s.add(row)
+            s.info.setdefault(JobRow, {})[row.id] = row
+            job = self._job(str(row.id), SYSTEM, spec, now)
+            self.sched.adopt(job, Allocation(job.id, (node.id,), (tuple(range(node.gpus)),), FULL), now)
+            self._checks[job.id] = name
+            self._checked_at[name] = now
+            _event(s, row.id, now, "started", f"active check of {name} ({stage_now.value})")
+            tasks.append(self._task(row))
+        return tasks
+
+    def _check_report(self, job_id: int) -> dict[str, Any]:
+        """The check's JSON report from its output, or the output's end if it is not one."""
+        try:
+            text = self.backend.log_path(job_id, 0, "stdout").read_text(errors="replace")
+        except OSError:
+            return {}
+        try:
+            return json.loads(text)
+        except ValueError:
+            return {"output": text[-2000:]}
+
+    def _fleet_failures(self) -> tuple[int, float]:
+        """Interruptions by node failures so far, and the GPU-seconds jobs have run: the fleet's rate."""
+        with self.sessions() as s:
+            count, gpu_s = s.execute(select(func.coalesce(func.sum(JobRow.interruptions), 0),
+                                            func.coalesce(func.sum(JobRow.run_s * JobRow.gpus), 0.0))).one()
+        return int(count), float(gpu_s)
+
+    def _last_checkpoint(self, job_id: int) -> float | None:
+        """When the job last wrote to its checkpoint directory."""
+        if self.checkpoints is None:
+            return None
+        latest = None
+        for root, _, files in os.walk(self.checkpoints / str(job_id)):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    t = os.stat(os.path.join(root, f)).st_mtime
+                    latest = t if latest is None else max(latest, t)
+        return latest
+
     def _launched(self, s: Session, action: Launch, now: float) -> Task:
         row = _row(s, int(action.job_id))
         row.state, row.started_at, row.attempts = "RUNNING", now, row.attempts + 1
+        ledger = dict(row.ledger or {})
+        ledger.setdefault("first_start", now)
+        if "failed_at" in ledger:  # running again after a failure: the wait counts against goodput
+            ledger["queueing_s"] = ledger.get("queueing_s", 0.0) + now - ledger.pop("failed_at")
+        row.ledger = ledger
         row.placement = [{"node": self.fleet.nodes[n].name, "gpus": list(g)} for n, g in zip(action.nodes, action.gpus)]
         where = ", ".join(f"{p['node']}[{','.join(map(str, p['gpus']))}]" for p in row.placement)
         _event(s, row.id, now, "started", f"attempt {row.attempts} on {where}")
@@ -267,11 +357,20 @@ class Controller:
         env = dict(spec.get("env") or {})
         if self.checkpoints is not None:
             env.setdefault("NEOCLOUD_CHECKPOINT_DIR", str(self.checkpoints / str(row.id)))
+        interval = spec.get("checkpoint_interval")
+        if interval == "auto":
+            interval = auto_interval(row.gpus, *self._fleet_failures(), spec.get("checkpoint_cost"),
+                                     spec.get("restart_cost"))
+        if interval is not None:
+            env.setdefault("NEOCLOUD_CHECKPOINT_INTERVAL", f"{float(interval):g}")
         return Task(row.id, row.attempts, command, env,
                     tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []))
 
     def _preempted(self, s: Session, action: Preempt, now: float) -> tuple[int, int]:
         row = _row(s, int(action.job_id))
+        if self._checks.pop(action.job_id, None) is not None:  # a check yields to work, and is not requeued
+            self._settle(s, row, "CANCELLED", None, "preempted: the node is wanted for work", now)
+            return row.id, row.attempts
         self._requeue(s, row, now, f"preempted ({action.reason})")
         self._stopping[action.job_id] = row.attempts
         self.sched.hold(action.job_id)  # not again until this attempt has stopped
@@ -292,6 +391,10 @@ class Controller:
         if row is None or row.state != "RUNNING" or row.attempts != ended.attempt:
             return
         self._settle(s, row, *_outcome(row, ended), now)
+        node = self._checks.pop(key, None)
+        if node is not None and not row.cancel_requested:
+            verdict = {"kind": "active_check", "passed": ended.ok, "report": self._check_report(row.id)}
+            self._carry(s, self.nodes.signal(s, node, verdict, now, now)[1], now)
 
     def _settle(self, s: Session, row: JobRow, state: str, code: int | None, why: str, now: float) -> None:
         _stop_clock(row, now)
@@ -312,7 +415,7 @@ class Controller:
             job = self._job(str(self._next_id), tenant, spec, now)
             row = JobRow(id=self._next_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
                          priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
-                         reason="", cancel_requested=False)
+                         reason="", cancel_requested=False, ledger={})
             self._next_id += 1
             s.add(row)
             s.info.setdefault(JobRow, {})[row.id] = row  # pending till the commit's flush: `_row` finds it
@@ -410,8 +513,19 @@ class Controller:
             self.tokens = {t.digest: t.tenant for t in s.scalars(select(Token))}
             self._next_id = (s.scalar(select(func.max(JobRow.id))) or 0) + 1
             self.nodes.load(s)
+            self._checked_at = {n.name: now for n in self.fleet.nodes}  # the first idle checks are due later
             keep: set[tuple[int, int]] = set()
             for row in s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE)).order_by(JobRow.id)):
+                if row.tenant == SYSTEM:  # an active check: it goes on where it runs, or is dropped
+                    if row.state == "RUNNING" and self.backend.recover(row.id, row.attempts, 1) == "running" \
+                            and (alloc := self._allocation(row)) is not None:
+                        self.sched.adopt(self._job(str(row.id), SYSTEM, row.spec, row.submitted_at), alloc,
+                                         row.started_at or now)
+                        self._checks[str(row.id)] = row.placement[0]["node"]
+                        keep.add((row.id, row.attempts))
+                    else:
+                        row.state, row.ended_at, row.reason = "CANCELLED", now, "dropped at a controller restart"
+                    continue
                 try:
                     if row.state == "RUNNING":
                         if self._readopt(s, row, now):
@@ -474,7 +588,7 @@ class Controller:
             priority=PriorityClass(spec.get("priority", "on-demand")),
             submit_s=submitted,
             estimate_s=spec.get("estimated_duration"),
-            checkpoint_interval_s=spec.get("checkpoint_interval"),
+            checkpoint_interval_s=fixed_interval(spec.get("checkpoint_interval")),
         )
 
 

@@ -31,6 +31,7 @@ class Moved:
 
     moves: list[tuple[str, Stage, Stage, str]] = field(default_factory=list)
     interrupted: dict[int, str] = field(default_factory=dict)  # job id -> why
+    observed_at: float | None = None  # when the fault behind it was first seen, if a signal said
 
 
 class Nodes:
@@ -39,6 +40,7 @@ class Nodes:
         self.fleet, self.state, self.metrics = fleet, state, metrics
         self.ids = {n.name: n.id for n in fleet.nodes}
         self.stage = {n.name: Stage.PRODUCTION for n in fleet.nodes}
+        self.reason = {n.name: "" for n in fleet.nodes}
         self.spare: set[str] = set()
         self.spares_per_fabric = spares_per_fabric
         self.domain_limit = domain_limit
@@ -55,7 +57,7 @@ class Nodes:
         """At start: each node's stage and spare mark as kept."""
         for row in s.scalars(select(NodeRow)):
             if row.name in self.ids:
-                self.stage[row.name] = Stage(row.stage)
+                self.stage[row.name], self.reason[row.name] = Stage(row.stage), row.reason
                 if row.spare:
                     self.spare.add(row.name)
         for name in self.ids:
@@ -76,7 +78,7 @@ class Nodes:
         check_move(name, frm, to)
         row = self._row(s, name, now)
         row.stage, row.reason, row.updated_at = to.value, reason, now
-        self.stage[name] = to
+        self.stage[name], self.reason[name] = to, reason
         s.add(NodeEvent(node=name, at=now, from_stage=frm.value, to_stage=to.value, reason=reason))
         self.metrics.node_moves.labels(from_stage=frm.value, to_stage=to.value).inc()
         moved.moves.append((name, frm, to, reason))
@@ -103,7 +105,7 @@ class Nodes:
         s.add(HealthSignal(node=name, at=now, observed_at=observed_at, kind=signal["kind"], payload=signal,
                            rule=f"{rule.kind}: {rule.when}", action=rule.action.value))
         self.metrics.signals.labels(kind=signal["kind"], action=rule.action.value).inc()
-        moved = Moved()
+        moved = Moved(observed_at=observed_at)
         current = self.stage[name]
         why = f"{signal['kind']} signal: {_describe(signal)}"
         if signal["kind"] == "active_check" and current == Stage.BURN_IN:
@@ -121,7 +123,7 @@ class Nodes:
             current = self.stage[name]
             if name in drained and current == Stage.PRODUCTION:
                 self.move(s, name, Stage.CORDONED, ENGINE + drained[name], now, moved)
-            elif name not in drained and current == Stage.CORDONED and self._row(s, name, now).reason.startswith(ENGINE):
+            elif name not in drained and current == Stage.CORDONED and self.reason[name].startswith(ENGINE):
                 self.move(s, name, Stage.PRODUCTION, "the engine resumed it", now, moved)
         return moved
 

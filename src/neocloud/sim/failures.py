@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from neocloud.errors import NeocloudError
+from neocloud.model.goodput import daly
 
 DAY = 86400.0
 
@@ -104,7 +105,7 @@ class Scenario:
 
     def daly(self, rate: float) -> float:
         """Daly's first-order optimum interval, for a job interrupted `rate` times a second."""
-        return math.sqrt(2 * self.checkpoint_s * (1 / rate + self.restart_s)) if rate > 0 else self.days * DAY
+        return daly(self.checkpoint_s, 1 / rate, self.restart_s) if rate > 0 else self.days * DAY
 
     def analytic(self) -> float:
         """First-order ETTR: per interruption, detection + waiting + restart + half an interval lost,
@@ -210,12 +211,12 @@ def _replace(s: Scenario, back: list[list[float]], spares: list[int], now: float
     return s.reboot_s, 1  # else the failed node is rebooted and put back, as on a plain cluster
 
 
-def plain(**overrides) -> Scenario:  # noqa: ANN003
+def plain(**overrides) -> Scenario:
     """A plain cluster: faults found by a 10-minute collective timeout, no spares, hourly checkpoints."""
     return replace(Scenario(name="plain cluster"), **overrides)
 
 
-def neocloud(**overrides) -> Scenario:  # noqa: ANN003
+def neocloud(**overrides) -> Scenario:
     """neocloud: health checks on their schedule, 4 hot spares per fabric, Daly's interval."""
     return replace(Scenario(name="neocloud", timeout_s=None, spares_per_fabric=4, interval_s="auto"), **overrides)
 

@@ -55,6 +55,9 @@ class JobRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     interruptions: Mapped[int] = mapped_column(Integer, default=0)  # attempts ended by a node's failure
+    # Measured goodput losses (model/goodput.py): first_start, detection_s, recomputation_s, queueing_s,
+    # and failed_at while the job waits to run again after a failure.
+    ledger: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
 
 
 class JobEvent(Base):

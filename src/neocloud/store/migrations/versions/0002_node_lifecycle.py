@@ -1,4 +1,5 @@
-"""Node lifecycle: a stage and a hot-spare mark per node, its moves, health signals; job interruptions.
+"""Node lifecycle: a stage and a hot-spare mark per node, its moves, health signals; each job's
+interruptions and goodput ledger.
 
 Revision ID: 0002
 Revises: 0001
@@ -25,6 +26,7 @@ def upgrade() -> None:
         batch_op.drop_column('draining')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('interruptions', sa.Integer(), nullable=False, server_default='0'))
+        batch_op.add_column(sa.Column('ledger', sa.JSON(), nullable=False, server_default='{}'))
     op.create_table('node_events',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('node', sa.String(length=255), nullable=False),
@@ -55,6 +57,7 @@ def downgrade() -> None:
     op.drop_index('ix_node_events_node', table_name='node_events')
     op.drop_table('node_events')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_column('ledger')
         batch_op.drop_column('interruptions')
     with op.batch_alter_table('nodes', schema=None) as batch_op:
         batch_op.add_column(sa.Column('cordoned', sa.Boolean(), nullable=False, server_default=sa.false()))
