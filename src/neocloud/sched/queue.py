@@ -30,6 +30,7 @@ class JobRecord:
     first_start_s: float | None = None
     preemptions: int = 0
     key: tuple = field(default=())
+    pool: str | None = None  # while running: the quota it runs under (a tenant's guarantee, or on-demand)
 
     def attained(self, now: float) -> float:
         if self.started_s is None:

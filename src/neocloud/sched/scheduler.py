@@ -1,5 +1,10 @@
 """One scheduling pass: queue order, placement, EASY backfill, preemption. Events in, actions out.
 
+Guaranteed quotas (from reserved contracts), Kueue-style: each tenant's guarantee is its own, the
+capacity no one is guaranteed is the on-demand pool, and a job that fits in neither borrows idle
+guaranteed capacity. Borrowers (and spot jobs) are taken back by preemption, spot first, as soon
+as a job within its quota needs the room, and take nothing while such a job is waiting.
+
 The scheduler owns the allocation state and applies its own decisions to it, so what it returns
 is already true in its world; the caller (the twin's clock or the real-time controller) carries
 the actions out and reports back with events.
@@ -18,7 +23,7 @@ from sortedcontainers import SortedList
 from neocloud.errors import SchedulingError
 from neocloud.model.events import Action, Launch, Preempt
 from neocloud.model.fleet import Fleet
-from neocloud.model.job import Job
+from neocloud.model.job import Job, PriorityClass
 from neocloud.sched.placement import Placement
 from neocloud.sched.placements import placement as placement_named
 from neocloud.sched.queue import JobRecord, QueuePolicy, queue_policy
@@ -39,6 +44,9 @@ class Reservation:
     no_room_long: set[tuple] = field(default_factory=set)
 
 
+ON_DEMAND = ""  # the on-demand pool's name among tenants' quotas
+
+
 class Scheduler:
     def __init__(
         self,
@@ -50,6 +58,7 @@ class Scheduler:
         backfill_depth: int = 100,
         preempt_depth: int = 8,
         seed: int = 0,
+        quotas: dict[str, float] | None = None,
     ) -> None:
         self.state = ClusterState(fleet)
         self.queue = queue_policy(queue) if isinstance(queue, str) else queue
@@ -71,6 +80,26 @@ class Scheduler:
         self._running_version = 0  # bumped whenever a job starts or stops
         self._reserved: tuple[tuple[int, int], tuple[float, dict[int, int]]] | None = None
         self._unsatisfiable: dict[tuple, str | None] = {}  # request shape -> why no placement ever fits
+        self.quotas: dict[str, float] = {}
+        self.pool_use: dict[str, float] = defaultdict(float)  # GPUs running under each quota
+        self.set_quotas(quotas or {})
+
+    def set_quotas(self, guarantees: dict[str, float]) -> None:
+        """Guaranteed GPUs per tenant; the rest of the fleet is the on-demand pool. Running jobs keep
+        the quota they started under."""
+        self.quotas = {t: g for t, g in guarantees.items() if g > 0}
+        self.on_demand_gpus = max(self.state.total_gpus - sum(self.quotas.values()), 0)
+        self._dirty = True
+
+    def _pool(self, job: Job) -> str | None:
+        """The quota a job would run under now, or None: it would borrow (spot always does)."""
+        if job.priority is PriorityClass.SPOT:
+            return None
+        if self.pool_use[job.tenant] + job.gpus <= self.quotas.get(job.tenant, 0):
+            return job.tenant
+        if self.pool_use[ON_DEMAND] + job.gpus <= self.on_demand_gpus:
+            return ON_DEMAND
+        return None
 
     # -- events ---------------------------------------------------------------------------------
     def submit(self, job: Job, now: float, ran_s: float = 0.0) -> None:
@@ -149,6 +178,8 @@ class Scheduler:
         """Launch what can run now, in queue order, backfilling behind a reserved head job."""
         actions: list[Action] = []
         self._demote_due(now)
+        if self.quotas and len(self.queue):
+            actions += self._reclaim(now)
         if self.queue.preemptive and self._rerank and len(self.queue):
             actions += self._preempt_for_better_queues(now)
         self._rerank = False
@@ -159,9 +190,13 @@ class Scheduler:
         launched: list[JobRecord] = []
         head: Reservation | None = None  # the blocked head job's reservation, once there is one
         capacity = self.state.total_gpus * FULL
-        for rec in self.queue.order(self.usage):
+        order = self.queue.order(self.usage)
+        owner_waiting = False  # a job within its quota found no room: borrowers take nothing this pass
+        for rec in self._within_quota_first(order) if self.quotas else order:
             if self.state.used_milli >= capacity and rec.job.gpus > 0:
                 break
+            if owner_waiting and self._pool(rec.job) is None:
+                continue
             if head is None:
                 alloc = self.placement.place(self.state, rec.job, self.rng)
             else:
@@ -173,6 +208,7 @@ class Scheduler:
                 alloc = self._backfill(rec, head, now)
             self.decisions += 1
             if alloc is None:
+                owner_waiting = owner_waiting or (bool(self.quotas) and self._pool(rec.job) is not None)
                 if head is None:
                     if not self.backfill:
                         break
@@ -251,6 +287,9 @@ class Scheduler:
             rec.first_start_s = now
         self.running[rec.job.id] = rec
         self.usage[rec.job.tenant] += rec.job.gpus
+        rec.pool = self._pool(rec.job) if self.quotas else ON_DEMAND
+        if rec.pool is not None:
+            self.pool_use[rec.pool] += rec.job.gpus
         est = rec.remaining_estimate(now)
         self._ends.add((now + est if est is not None else float("inf"), rec.seq, rec.job.id))
         wake = self.queue.next_review(rec, now)
@@ -267,6 +306,9 @@ class Scheduler:
         rec.started_s = None
         del self.running[rec.job.id]
         self.usage[rec.job.tenant] -= rec.job.gpus
+        if rec.pool is not None:
+            self.pool_use[rec.pool] -= rec.job.gpus
+            rec.pool = None
 
     def _reservation(self, head: JobRecord, now: float) -> Reservation:
         """EASY backfill: when and on which nodes the blocked head job will start.
@@ -360,6 +402,47 @@ class Scheduler:
             return len(alloc.gpus[i])
         left = self.state.gpu_left[alloc.nodes[i]]
         return sum(1 for g in alloc.gpus[i] if left[g] == FULL)
+
+    def _within_quota_first(self, order):  # noqa: ANN001, ANN202 - iterators of JobRecords
+        """Jobs that would run within a quota, in queue order, then those that would borrow."""
+        within, borrowing = [], []
+        for rec in order:
+            (within if self._pool(rec.job) is not None else borrowing).append(rec)
+        return within + borrowing
+
+    def _reclaim(self, now: float) -> list[Action]:
+        """Jobs within their quota that find no room take it back from borrowers: spot first, then
+        the most recently started."""
+        borrowers = sorted((r for r in self.running.values() if r.pool is None),
+                           key=lambda r: (r.job.priority.rank, r.started_s or 0.0), reverse=True)
+        if not borrowers:
+            return []
+        actions: list[Action] = []
+        tried = 0
+        for rec in self.queue.order(self.usage):
+            if not borrowers or tried >= self.preempt_depth:
+                break
+            if self._pool(rec.job) is None or self.placement.place(self.state, rec.job, self.rng) is not None:
+                continue
+            tried += 1
+            taken = []
+            while borrowers and self.placement.place(self.state, rec.job, self.rng) is None:
+                victim = borrowers.pop(0)
+                taken.append((victim, self.state.release(victim.job.id)))
+            fits = self.placement.place(self.state, rec.job, self.rng) is not None
+            for _, alloc in taken:  # put them back; a real preemption goes through _stop
+                self.state.allocate(alloc)
+            if not fits:
+                borrowers = [v for v, _ in taken] + borrowers
+                continue
+            for victim, _ in taken:
+                self._stop(victim, now)
+                victim.preemptions += 1
+                victim.state = "PENDING"
+                self.queue.add(victim)
+                actions.append(Preempt(victim.job.id, f"quota: {rec.job.tenant} takes back its guarantee"))
+            self._dirty = True
+        return actions
 
     def _preempt_for_better_queues(self, now: float) -> list[Action]:
         """A blocked job displaces running jobs the queue policy ranks below it, if that makes it fit."""

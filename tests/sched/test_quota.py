@@ -1,0 +1,77 @@
+"""Guaranteed quotas from reserved contracts: owners take their GPUs back at once, spot goes first,
+and borrowers take nothing an owner is waiting for."""
+
+from __future__ import annotations
+
+import pytest
+
+from neocloud.model.events import Launch, Preempt
+from neocloud.model.job import Job, PriorityClass
+from neocloud.sched.scheduler import Scheduler
+from neocloud.sched.state import FULL, Allocation
+from tests.conftest import make_fleet
+
+SPOT = PriorityClass.SPOT
+
+
+def four_nodes(queue: str = "fifo", **quotas: float) -> Scheduler:
+    return Scheduler(make_fleet(nodes_per_leaf=4, gpus=8), queue=queue, quotas=quotas)
+
+
+def run(sched: Scheduler, now: float, *jobs: Job) -> tuple[list[str], list[str]]:
+    for job in jobs:
+        sched.submit(job, now)
+    actions = sched.schedule(now)
+    return ([a.job_id for a in actions if isinstance(a, Launch)], [a.job_id for a in actions if isinstance(a, Preempt)])
+
+
+@pytest.mark.parametrize("queue", ["fifo", "neocloud", "las", "fair"])
+def test_an_owner_gets_its_guarantee_back_in_one_pass(queue: str) -> None:
+    sched = four_nodes(queue, owner=16)
+    started, _ = run(sched, 0, *(Job(f"b{i}", 8, tenant="borrower") for i in range(4)))
+    assert len(started) == 4  # idle guarantees are lent: 16 GPUs from the on-demand pool, 16 borrowed
+    assert [r.pool for r in sched.running.values()].count(None) == 2
+    started, preempted = run(sched, 10, Job("mine", 16, gpus_per_node=8, tenant="owner"))
+    assert started == ["mine"] and sorted(preempted) == ["b2", "b3"]  # the borrowers, not the pool's jobs
+    assert sched.running["mine"].pool == "owner" and {"b2", "b3"} <= {r.job.id for r in sched.queue.order({})}
+
+
+def test_spot_goes_first() -> None:
+    sched = four_nodes(owner=16)
+    run(sched, 0, Job("od1", 8, tenant="b"), Job("od2", 8, tenant="b"), Job("od3", 8, tenant="b"),
+        Job("spot", 8, tenant="c", priority=SPOT))
+    _, preempted = run(sched, 1, Job("mine", 8, tenant="owner"))
+    assert preempted == ["spot"]
+
+
+def test_borrowers_take_nothing_an_owner_is_waiting_for() -> None:
+    sched = four_nodes(owner=16)
+    for i in range(4):  # half of every node, as jobs found running after a restart would be
+        sched.adopt(Job(f"half{i}", 4, tenant="b"), Allocation(f"half{i}", (i,), ((0, 1, 2, 3),), FULL), 0)
+    assert {r.pool for r in sched.running.values()} == {""}
+    # Every node is half used by jobs of the on-demand pool: the owner's two whole nodes cannot be
+    # had, and no borrower can be preempted for them; so nothing that would borrow starts either.
+    started, preempted = run(sched, 1, Job("mine", 16, gpus_per_node=8, tenant="owner"),
+                             Job("more", 4, tenant="b"), Job("cheap", 4, tenant="c", priority=SPOT))
+    assert started == [] and preempted == []
+    for i in range(4):
+        sched.finish(f"half{i}", 2)
+    started, _ = run(sched, 2)
+    assert started[0] == "mine"
+
+
+def test_without_quotas_nothing_borrows_or_is_taken_back() -> None:
+    sched = four_nodes()
+    run(sched, 0, *(Job(f"b{i}", 8, tenant="b") for i in range(4)))
+    assert {r.pool for r in sched.running.values()} == {""}
+    started, preempted = run(sched, 1, Job("late", 8, tenant="a"))
+    assert started == [] and preempted == []
+
+
+def test_quotas_can_change_while_jobs_run() -> None:
+    sched = four_nodes()
+    run(sched, 0, *(Job(f"b{i}", 8, tenant="b") for i in range(4)))
+    sched.set_quotas({"owner": 8})  # a contract starts: the running jobs keep the pool they started in
+    assert sched.on_demand_gpus == 24
+    _, preempted = run(sched, 1, Job("mine", 8, tenant="owner"))
+    assert preempted == []  # none of them borrows: the owner waits for the pool to drain, as its contract began
