@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -341,3 +343,101 @@ class AuditOut(BaseModel):
     client: str
     status: int
     detail: str
+
+
+# -- billing --------------------------------------------------------------------------------------
+Money = Annotated[Decimal, Field(ge=0, le=Decimal("1e9"), max_digits=14, decimal_places=4,
+                                 description="US dollars per GPU-hour, to four decimals.")]
+Time = Annotated[float, Field(ge=0, le=2**40, description="Seconds since the epoch (UTC).")]
+
+
+def _instant(v: Any) -> Any:
+    """Seconds since the epoch, or an ISO 8601 date or time (UTC unless it says otherwise)."""
+    if isinstance(v, str) and not v.replace(".", "", 1).isdigit():
+        try:
+            d = dt.datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a time: give seconds since the epoch or an ISO date such as "
+                             "2027-01-01 or 2027-01-01T00:00:00Z") from None
+        return (d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp()
+    return v
+
+
+class ContractIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(max_length=63, description=NAME_RULE)
+    gpu_type: str = Field(max_length=64, description="A catalog GPU model.")
+    gpus: int = Field(ge=1, le=MAX_GPUS, description="GPUs reserved for the whole term.")
+    start: Time
+    end: Time
+    price_per_gpu_hour: Money
+    take_or_pay: bool = Field(default=True, description="The commitment is billed whether used or not.")
+    site: str | None = Field(default=None, max_length=255, pattern=NO_NUL)
+    fabric: str | None = Field(default=None, max_length=255, pattern=NO_NUL)
+    note: str = Field(default="", max_length=1024, pattern=NO_NUL)
+
+    _tenant = field_validator("tenant")(classmethod(lambda cls, v: name(v)))
+    _times = field_validator("start", "end", mode="before")(classmethod(lambda cls, v: _instant(v)))
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _gpu(cls, v: str) -> str:
+        try:
+            return gpu_type(v).name
+        except NeocloudError as e:
+            raise ValueError(str(e)) from None
+
+    @model_validator(mode="after")
+    def _term(self) -> ContractIn:
+        if self.end <= self.start:
+            raise ValueError("a contract must end after it starts")
+        return self
+
+
+class ContractAmend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: int | None = Field(default=None, ge=1, le=MAX_GPUS)
+    end: Time | None = None
+    price_per_gpu_hour: Money | None = None
+    note: str = Field(default="", max_length=1024, pattern=NO_NUL)
+
+    _times = field_validator("end", mode="before")(classmethod(lambda cls, v: _instant(v)))
+
+
+class ContractEnd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: Time | None = Field(default=None, description="When it ends (default: now).")
+    note: str = Field(default="", max_length=1024, pattern=NO_NUL)
+
+    _times = field_validator("at", mode="before")(classmethod(lambda cls, v: _instant(v)))
+
+
+class ContractOut(BaseModel):
+    contract: int
+    version: int
+    tenant: str
+    gpu_type: str
+    gpus: int
+    start: float
+    end: float
+    price_per_gpu_hour: Decimal
+    take_or_pay: bool
+    site: str | None
+    fabric: str | None
+    valid_from: float
+    valid_to: float | None
+    note: str
+    warning: str | None = Field(default=None, description="Set when it breaks the concentration limit.")
+
+
+class PriceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpu_type: str = Field(max_length=64)
+    usage_class: Literal["on-demand", "spot"]
+    price_per_gpu_hour: Money
+
+    _gpu = field_validator("gpu_type")(classmethod(lambda cls, v: ContractIn._gpu(v)))

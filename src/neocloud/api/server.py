@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from neocloud.api import admin, goodput, jobs, nodes
+from neocloud.api import admin, billing, goodput, jobs, nodes
 from neocloud.api.auth import identify
 from neocloud.backends import Backend, make_backend
 from neocloud.control.controller import Conflict, Controller, NotFound, digest
@@ -135,7 +135,7 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan,
                   description="The control plane of a GPU cloud: jobs, nodes, tenants.")
     app.state.service = service
-    for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, admin.router):
+    for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, admin.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["service"])

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from neocloud.backends.base import Backend, Exit, Task
+from neocloud.control.billing import Billing
 from neocloud.control.metrics import Metrics
 from neocloud.control.nodes import Moved, Nodes
 from neocloud.errors import NeocloudError, SchedulingError
@@ -44,7 +46,7 @@ from neocloud.model.job import Job, PriorityClass
 from neocloud.model.lifecycle import LifecycleError, Stage, stage
 from neocloud.sched.scheduler import Scheduler
 from neocloud.sched.state import FULL, Allocation
-from neocloud.store.tables import AuditRow, JobEvent, JobRow, Tenant, Token
+from neocloud.store.tables import AuditRow, ContractRow, JobEvent, JobRow, PriceRow, Tenant, Token
 
 log = logging.getLogger("neocloud.controller")
 T = TypeVar("T")
@@ -102,6 +104,7 @@ class Controller:
         self.metrics = Metrics()
         self.node_ids = {n.name: n.id for n in fleet.nodes}
         self.nodes = Nodes(fleet, self.sched.state, self.metrics, spares_per_fabric=spares_per_fabric)
+        self.billing = Billing(fleet)
         self.checkpoints = checkpoints  # where each job's NEOCLOUD_CHECKPOINT_DIR is made
         self.check_every_s, self.check_command = check_every_s, check_command
         self._checks: dict[str, str] = {}  # job id of a running active check -> its node
@@ -191,6 +194,8 @@ class Controller:
             if now - self._synced_at >= SYNC_S:
                 self._synced_at = now
                 self._sync_nodes(s, now)
+                if (guarantees := self.billing.changed(now)) is not None:  # a contract began or ended
+                    self.sched.set_quotas(guarantees)
                 tasks.extend(self._start_checks(s, now))
             if now - self._polled_at >= POLL_S:  # under load turns come fast; the backend is asked less
                 self._polled_at = now
@@ -294,7 +299,7 @@ class Controller:
                     "priority": PriorityClass.SPOT.value}
             row = JobRow(id=self._next_id, tenant=SYSTEM, name=spec["name"], spec=spec, state="RUNNING",
                          priority=spec["priority"], gpus=node.gpus, submitted_at=now, started_at=now, run_s=0.0,
-                         attempts=1, reason="", cancel_requested=False, ledger={"first_start": now},
+                         attempts=1, reason="", cancel_requested=False, ledger={"first_start": now}, usage_class="spot",
                          placement=[{"node": name, "gpus": list(range(node.gpus))}])
             self._next_id += 1
             s.add(row)
@@ -340,6 +345,7 @@ class Controller:
     def _launched(self, s: Session, action: Launch, now: float) -> Task:
         row = _row(s, int(action.job_id))
         row.state, row.started_at, row.attempts = "RUNNING", now, row.attempts + 1
+        row.usage_class = self.billing.usage_class(row.priority, self.sched.running[action.job_id].pool, row.tenant)
         ledger = dict(row.ledger or {})
         ledger.setdefault("first_start", now)
         if "failed_at" in ledger:  # running again after a failure: the wait counts against goodput
@@ -377,7 +383,7 @@ class Controller:
         return row.id, row.attempts
 
     def _requeue(self, s: Session, row: JobRow, now: float, why: str) -> None:
-        _stop_clock(row, now)
+        self._end_attempt(s, row, now)
         row.state, row.started_at, row.placement = "PENDING", None, None
         _event(s, row.id, now, "requeued", why)
 
@@ -396,8 +402,13 @@ class Controller:
             verdict = {"kind": "active_check", "passed": ended.ok, "report": self._check_report(row.id)}
             self._carry(s, self.nodes.signal(s, node, verdict, now, now)[1], now)
 
-    def _settle(self, s: Session, row: JobRow, state: str, code: int | None, why: str, now: float) -> None:
+    def _end_attempt(self, s: Session, row: JobRow, now: float) -> None:
+        """The running attempt ends: its usage is metered and its run time added to the job's."""
+        self.billing.record(s, row, now)
         _stop_clock(row, now)
+
+    def _settle(self, s: Session, row: JobRow, state: str, code: int | None, why: str, now: float) -> None:
+        self._end_attempt(s, row, now)
         row.state, row.ended_at, row.exit_code, row.reason = state, now, code, why
         if str(row.id) in self.sched.jobs:
             self.sched.finish(str(row.id), now, state)
@@ -415,7 +426,7 @@ class Controller:
             job = self._job(str(self._next_id), tenant, spec, now)
             row = JobRow(id=self._next_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
                          priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
-                         reason="", cancel_requested=False, ledger={})
+                         reason="", cancel_requested=False, ledger={}, usage_class="")
             self._next_id += 1
             s.add(row)
             s.info.setdefault(JobRow, {})[row.id] = row  # pending till the commit's flush: `_row` finds it
@@ -472,6 +483,36 @@ class Controller:
 
         return self.call(run)
 
+    def create_contract(self, terms: dict[str, Any]) -> Future:  # of the ContractRow
+        def run(s: Session, now: float) -> ContractRow:
+            if terms["tenant"] not in self.tenants:
+                raise NotFound(f"no tenant {terms['tenant']!r}")
+            row = self.billing.add(s, dict(terms), now)
+            if (guarantees := self.billing.changed(now)) is not None:
+                self.sched.set_quotas(guarantees)
+            return row
+
+        return self.call(run)
+
+    def amend_contract(self, number: int, changes: dict[str, Any], note: str) -> Future:  # of the ContractRow
+        def run(s: Session, now: float) -> ContractRow:
+            row = self.billing.amend(s, number, changes, note, now)
+            if row is None:
+                raise NotFound(f"no contract {number} in force")
+            if (guarantees := self.billing.changed(now)) is not None:
+                self.sched.set_quotas(guarantees)
+            return row
+
+        return self.call(run)
+
+    def set_price(self, gpu_type: str, usage_class: str, price: Decimal) -> Future:  # of the PriceRow
+        def run(s: Session, now: float) -> PriceRow:
+            row = PriceRow(gpu_type=gpu_type, usage_class=usage_class, price=price, since=now)
+            s.add(row)
+            return row
+
+        return self.call(run)
+
     def create_tenant(self, name: str) -> Future:  # of the Tenant
         def run(s: Session, now: float) -> Tenant:
             if name in self.tenants:
@@ -513,6 +554,8 @@ class Controller:
             self.tokens = {t.digest: t.tenant for t in s.scalars(select(Token))}
             self._next_id = (s.scalar(select(func.max(JobRow.id))) or 0) + 1
             self.nodes.load(s)
+            self.billing.load(s)
+            self.sched.set_quotas(self.billing.changed(now) or {})
             self._checked_at = {n.name: now for n in self.fleet.nodes}  # the first idle checks are due later
             keep: set[tuple[int, int]] = set()
             for row in s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE)).order_by(JobRow.id)):

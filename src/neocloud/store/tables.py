@@ -1,14 +1,15 @@
 """What the control plane keeps: tenants, tokens, jobs and their events, nodes and their health,
-the audit log.
+contracts, prices and usage, the audit log.
 
 Times are seconds since the epoch (floats), as the core counts them; the API renders them.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -58,6 +59,7 @@ class JobRow(Base):
     # Measured goodput losses (model/goodput.py): first_start, detection_s, recomputation_s, queueing_s,
     # and failed_at while the job waits to run again after a failure.
     ledger: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    usage_class: Mapped[str] = mapped_column(String(16), default="")  # how the running attempt is billed
 
 
 class JobEvent(Base):
@@ -108,6 +110,59 @@ class HealthSignal(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     rule: Mapped[str] = mapped_column(Text)
     action: Mapped[str] = mapped_column(String(16))
+
+
+class ContractRow(Base):
+    """One version of a contract. An amendment or an early end adds a version valid from its time;
+    the one before keeps its terms and is closed then, so nothing is overwritten."""
+
+    __tablename__ = "contracts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # of this version
+    contract: Mapped[int] = mapped_column(Integer, index=True)  # the contract's number, shared by its versions
+    version: Mapped[int] = mapped_column(Integer)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer)
+    start_at: Mapped[float] = mapped_column(Float)
+    end_at: Mapped[float] = mapped_column(Float)
+    price: Mapped[Decimal] = mapped_column(Numeric(14, 4))  # per GPU-hour
+    take_or_pay: Mapped[bool] = mapped_column(Boolean, default=True)
+    site: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    fabric: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    valid_from: Mapped[float] = mapped_column(Float)
+    valid_to: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: the current version
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class PriceRow(Base):
+    """The on-demand and spot price of a GPU type from a time on; older prices stay for old usage."""
+
+    __tablename__ = "prices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    usage_class: Mapped[str] = mapped_column(String(16))  # on-demand or spot
+    price: Mapped[Decimal] = mapped_column(Numeric(14, 4))  # per GPU-hour
+    since: Mapped[float] = mapped_column(Float)
+
+
+class UsageRow(Base):
+    """One attempt's GPU-time, written in the same transaction that ends it: once, and kept."""
+
+    __tablename__ = "usage"
+    __table_args__ = (UniqueConstraint("job_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(Integer, index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    usage_class: Mapped[str] = mapped_column(String(16))  # reserved, on-demand or spot
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = mapped_column(String(255))
+    gpus: Mapped[float] = mapped_column(Float)
+    start_at: Mapped[float] = mapped_column(Float, index=True)
+    end_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class AuditRow(Base):
