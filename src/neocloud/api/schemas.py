@@ -353,6 +353,10 @@ Time = Annotated[float, Field(ge=0, le=2**40, description="Seconds since the epo
 
 def _instant(v: Any) -> Any:
     """Seconds since the epoch, or an ISO 8601 date or time (UTC unless it says otherwise)."""
+    if isinstance(v, dt.date) and not isinstance(v, dt.datetime):  # as YAML reads a bare date
+        v = dt.datetime(v.year, v.month, v.day)
+    if isinstance(v, dt.datetime):
+        return (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).timestamp()
     if isinstance(v, str) and not v.replace(".", "", 1).isdigit():
         try:
             d = dt.datetime.fromisoformat(v)

@@ -238,4 +238,5 @@ def _print_report(report: dict) -> None:
     console.print(table)
 
 
-from neocloud.cli import check as _check, jobs as _jobs, service as _service  # noqa: E402, F401 - they add commands
+# These modules add their commands to `app`.
+from neocloud.cli import billing as _billing, check as _check, jobs as _jobs, service as _service  # noqa: E402, F401
