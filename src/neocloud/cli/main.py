@@ -81,6 +81,9 @@ def simulate(
     estimates: Annotated[str, typer.Option(help="Users' run-time estimates: noisy (log-normal error, as real ones), perfect, none or trace.")] = "noisy",
     arrival_scale: Annotated[float, typer.Option(help="Multiply arrival times (< 1 adds load).")] = 1.0,
     inflate: Annotated[Optional[float], typer.Option(help="Fragmentation experiment: fill to X x GPU capacity, no departures.")] = None,
+    contracts: Annotated[Optional[Path], typer.Option(help="A contract book (YAML): each tenant's contracted GPUs "
+                                                           "are its guarantee throughout the replay.")] = None,
+    borrowing: Annotated[bool, typer.Option(help="Lend idle guaranteed GPUs (taken back by preemption).")] = True,
     out: Annotated[Optional[Path], typer.Option(help="Write the report as JSON here.")] = None,
 ) -> None:
     """Replay a trace through the scheduler on a simulated clock and report JCT, waits, utilisation."""
@@ -100,9 +103,16 @@ def simulate(
         else:
             from neocloud.sim.engine import simulate as run, with_arrival_scale
 
+            quotas = None
+            if contracts is not None:
+                from neocloud.cli.billing import read_book
+
+                quotas = {}
+                for c in read_book(contracts)[0]:
+                    quotas[c.tenant] = quotas.get(c.tenant, 0) + c.gpus
             report = run(the_fleet, with_arrival_scale(the_trace, arrival_scale), policy=policy,
                          placement=placement, backfill=backfill, seed=seed, estimates=estimates,
-                         progress=tick).to_dict()
+                         progress=tick, quotas=quotas, borrowing=borrowing).to_dict()
             report["arrival_scale"] = arrival_scale
     _print_report(report)
     if out is not None:
@@ -232,6 +242,9 @@ def _print_report(report: dict) -> None:
         if key == "allocation_at":
             marks = [k for k in ("50", "80", "100", "110", "120", "130") if k in value]
             value = "  ".join(f"{k}%→{value[k]:.2f}%" for k in marks)
+        elif key == "guarantees":
+            value = "  ".join(f"{t}: {100 * g['delivered_share']:.2f}% of {g['owed_gpu_h']:,.0f} GPU-h owed"
+                              for t, g in value.items())
         elif isinstance(value, float):
             value = f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
         table.add_row(key, str(value))

@@ -59,6 +59,7 @@ class Scheduler:
         preempt_depth: int = 8,
         seed: int = 0,
         quotas: dict[str, float] | None = None,
+        borrowing: bool = True,
     ) -> None:
         self.state = ClusterState(fleet)
         self.queue = queue_policy(queue) if isinstance(queue, str) else queue
@@ -81,6 +82,7 @@ class Scheduler:
         self._reserved: tuple[tuple[int, int], tuple[float, dict[int, int]]] | None = None
         self._unsatisfiable: dict[tuple, str | None] = {}  # request shape -> why no placement ever fits
         self.quotas: dict[str, float] = {}
+        self.borrowing = borrowing  # whether idle guaranteed capacity may be lent
         self.pool_use: dict[str, float] = defaultdict(float)  # GPUs running under each quota
         self.set_quotas(quotas or {})
 
@@ -195,7 +197,7 @@ class Scheduler:
         for rec in self._within_quota_first(order) if self.quotas else order:
             if self.state.used_milli >= capacity and rec.job.gpus > 0:
                 break
-            if owner_waiting and self._pool(rec.job) is None:
+            if (owner_waiting or not self.borrowing) and self.quotas and self._pool(rec.job) is None:
                 continue
             if head is None:
                 alloc = self.placement.place(self.state, rec.job, self.rng)
@@ -462,14 +464,19 @@ class Scheduler:
                 break
             taken = []
             fits = False
+            kept = []  # running under another tenant's guarantee: not this job's to take
             while worst_first and queue.displaces(rec, worst_first[0], now):
                 victim = worst_first.pop(0)
+                if victim.pool not in (None, ON_DEMAND) and victim.pool != rec.job.tenant:
+                    kept.append(victim)
+                    continue
                 taken.append((victim, self.state.release(victim.job.id)))
                 if self.placement.place(self.state, rec.job, self.rng) is not None:
                     fits = True
                     break
             for _, alloc in taken:  # put them back; a real preemption goes through _stop
                 self.state.allocate(alloc)
+            worst_first = kept + worst_first
             if not fits:
                 worst_first = [v for v, _ in taken] + worst_first
                 continue

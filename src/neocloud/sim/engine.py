@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from sortedcontainers import SortedList
 
 from neocloud.errors import SchedulingError
 from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.sched.scheduler import Scheduler
+from neocloud.sched.state import FULL
 from neocloud.sim.report import JobOutcome, Report, summarise
 from neocloud.sim.trace import Trace, TraceJob
 
@@ -85,10 +87,24 @@ def simulate(
     estimates: str = "perfect",
     restart_overhead_s: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
+    quotas: dict[str, float] | None = None,
+    borrowing: bool = True,
 ) -> Report:
+    """Replay `trace` on `fleet`. With `quotas` (GPUs guaranteed per tenant, as reserved contracts
+    give them) the report says, per tenant, the GPU-hours its guarantee owed it (what it held within
+    the guarantee, plus the waiting jobs that would fit in the rest) and those delivered (held);
+    `borrowing=False` keeps idle guarantees idle."""
     wall = time.perf_counter()
     trace = with_estimates(trace, estimates, seed)
-    sched = Scheduler(fleet, queue=policy, placement=placement, backfill=backfill, seed=seed)
+    sched = Scheduler(fleet, queue=policy, placement=placement, backfill=backfill, seed=seed, quotas=quotas,
+                      borrowing=borrowing)
+    quotas = sched.quotas
+    waiting: dict[str, SortedList] = {t: SortedList() for t in quotas}  # GPUs of each waiting job, by tenant
+    owed: dict[str, float] = dict.fromkeys(quotas, 0.0)
+    delivered: dict[str, float] = dict.fromkeys(quotas, 0.0)
+    clock = 0.0
+    last_arrival = max((tj.job.submit_s for tj in trace.jobs), default=0.0)
+    busy_while_arriving = 0.0  # GPU-seconds held up to the last arrival: utilisation under the open load
     runs: dict[str, _Run] = {}
     heap: list[tuple[float, int, int, str, int]] = []
     seq = 0
@@ -106,6 +122,15 @@ def simulate(
 
     while heap:
         now = heap[0][0]
+        dt = now - clock
+        if clock < last_arrival:
+            busy_while_arriving += sched.state.used_milli / FULL * (min(now, last_arrival) - clock)
+        if quotas:  # what each guarantee owed and delivered since the last event
+            for tenant, guarantee in quotas.items():
+                held = min(sched.usage.get(tenant, 0.0), guarantee)
+                owed[tenant] += (held + _fill(waiting[tenant], guarantee - held)) * dt
+                delivered[tenant] += held * dt
+        clock = now
         while heap and heap[0][0] == now:
             _, kind, _, job_id, version = heapq.heappop(heap)
             events += 1
@@ -116,6 +141,8 @@ def simulate(
             if kind == ARRIVE:
                 try:
                     sched.submit(run.trace.job, now)
+                    if run.trace.job.tenant in waiting:
+                        waiting[run.trace.job.tenant].add(run.trace.job.gpus)
                 except SchedulingError:
                     rejected.append(job_id)
             elif kind == FINISH and version == run.version:
@@ -125,6 +152,9 @@ def simulate(
                 finished += 1
         for action in sched.schedule(now):
             run = runs[action.job_id]
+            if run.trace.job.tenant in waiting:  # a start leaves the wait, a preemption returns to it
+                (waiting[run.trace.job.tenant].remove if isinstance(action, Launch)
+                 else waiting[run.trace.job.tenant].add)(run.trace.job.gpus)
             if isinstance(action, Launch):
                 job = run.trace.job
                 consolidated = len(action.nodes) <= len(sched.state.layout(job)) and \
@@ -157,11 +187,29 @@ def simulate(
                    r.preemptions, r.spread_runs)
         for r in runs.values()
     ]
-    return summarise(
+    report = summarise(
         outcomes, fleet=fleet, trace=trace.name, policy=policy, placement=placement, backfill=backfill,
         seed=seed, estimates=estimates, rejected=len(rejected), events=events,
         wall_s=time.perf_counter() - wall, decisions=sched.decisions,
     )
+    if last_arrival > 0:
+        report.extra["gpu_utilization_while_arriving"] = busy_while_arriving / (fleet.total_gpus * last_arrival)
+    if quotas:
+        report.extra["borrowing"] = borrowing
+        report.extra["guarantees"] = {
+            t: {"guaranteed_gpus": g, "owed_gpu_h": owed[t] / 3600, "delivered_gpu_h": delivered[t] / 3600,
+                "delivered_share": delivered[t] / owed[t] if owed[t] else 1.0} for t, g in quotas.items()}
+    return report
+
+
+def _fill(sizes: SortedList, room: float) -> float:
+    """GPUs of waiting jobs a guarantee owes now: smallest first, as many as fit in what it has left."""
+    total = 0.0
+    for g in sizes:
+        if total + g > room:
+            break
+        total += g
+    return total
 
 
 def _progress_kept(run: _Run, now: float) -> float:
