@@ -10,7 +10,8 @@ Each rank is a bundle pinned to the node neocloud chose (STRICT_PACK for one nod
 across nodes) and runs the command in a Ray task holding its GPUs, so Ray sets its
 `CUDA_VISIBLE_DEVICES`. Output comes back line by line as `[rank R] ...` (stdout) and
 `[rank R stderr] ...`; the last line is `[neocloud] exit codes: C0 C1 ...`. When a rank fails the
-others are stopped (the gang lives and dies together), as when the job is stopped.
+others are stopped through the gang's stop flag (the gang lives and dies together), as when the
+job is stopped.
 """
 
 from __future__ import annotations
@@ -22,17 +23,45 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 READY_S = 60  # a placement group not ready by then means the chosen nodes are gone
+POLL_S = 1.0  # how often a rank looks at the gang's stop flag
+
+
+@ray.remote(num_cpus=0)
+class Abort:
+    """The gang's stop flag. Ranks look at it as they run; if the driver dies, so does this actor,
+    and a rank that cannot reach it stops too. (Cancelling a running Ray task does not reliably
+    reach a process it started.)"""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def set(self) -> None:
+        self.stop = True
+
+    def is_set(self) -> bool:
+        return self.stop
+
+
+def _aborted(abort) -> bool:  # noqa: ANN001
+    try:
+        return ray.get(abort.is_set.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - the driver (and its actor) is gone
+        return True
 
 
 @ray.remote(num_returns="streaming", max_retries=0)
-def run_rank(command: str | list[str], env: dict[str, str]):
+def run_rank(command: str | list[str], env: dict[str, str], abort):  # noqa: ANN001
     """Run one rank's process; yield ("stdout"|"stderr", line) as it prints, then ("exit", code)."""
+    if _aborted(abort):
+        yield "exit", None
+        return
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
     try:
         proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -45,16 +74,24 @@ def run_rank(command: str | list[str], env: dict[str, str]):
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
         sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        checked = time.monotonic()
         while sel.get_map():
-            for key, _ in sel.select():
+            for key, _ in sel.select(timeout=POLL_S):
                 line = key.fileobj.readline()
                 if line:
                     yield key.data, line.decode(errors="replace")
                 else:
                     sel.unregister(key.fileobj)
+            if time.monotonic() - checked >= POLL_S:
+                checked = time.monotonic()
+                if _aborted(abort):
+                    break
+        if proc.poll() is None and _aborted(abort):
+            yield "exit", None
+            return
         yield "exit", proc.wait()
     finally:
-        if proc.poll() is None:  # cancelled: the whole process group goes
+        if proc.poll() is None:  # stopped: the whole process group goes
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
@@ -74,9 +111,10 @@ def main(attempt: dict) -> int:
         return 1
     base = {**attempt["env"], "NEOCLOUD_JOB_ID": str(attempt["job_id"]), "NEOCLOUD_ATTEMPT": str(attempt["attempt"]),
             "NEOCLOUD_NUM_NODES": str(len(ranks)), "NEOCLOUD_GPUS_TOTAL": str(sum(r["gpus"] for r in ranks))}
+    abort = Abort.remote()
     gens = [run_rank.options(num_cpus=1, num_gpus=r["gpus"], scheduling_strategy=PlacementGroupSchedulingStrategy(
                 pg, placement_group_bundle_index=i)).remote(
-                attempt["command"], {**base, "NEOCLOUD_NODE": r["node"], "NEOCLOUD_NODE_RANK": str(i)})
+                attempt["command"], {**base, "NEOCLOUD_NODE": r["node"], "NEOCLOUD_NODE_RANK": str(i)}, abort)
             for i, r in enumerate(ranks)]
     codes: list[int | None] = [None] * len(ranks)
     lock = threading.Lock()
@@ -91,11 +129,10 @@ def main(attempt: dict) -> int:
                 with lock:
                     sys.stdout.write(f"[rank {i}{' stderr' if stream == 'stderr' else ''}] {item.rstrip(chr(10))}\n")
                     sys.stdout.flush()
-        except (ray.exceptions.TaskCancelledError, ray.exceptions.RayError):
+        except ray.exceptions.RayError:
             pass
         if codes[i] != 0:  # a failed rank ends the gang
-            for g in gens:
-                ray.cancel(g)
+            abort.set.remote()
 
     followers = [threading.Thread(target=follow, args=(i,), daemon=True) for i in range(len(ranks))]
     try:
@@ -104,8 +141,9 @@ def main(attempt: dict) -> int:
         for t in followers:
             t.join()
     finally:
-        for g in gens:
-            ray.cancel(g)
+        abort.set.remote()
+        for t in followers:  # each rank stops its processes within a poll
+            t.join(timeout=3 * POLL_S + 10)
         remove_placement_group(pg)
         print("[neocloud] exit codes: " + " ".join("-" if c is None else str(c) for c in codes), flush=True)
     return next((c if c is not None else 1 for c in codes if c != 0), 0)
