@@ -1,6 +1,6 @@
 """Reserved contracts in the twin: a week on 500 GPUs, three contracted tenants and on-demand load.
 
-    python bench/contracts.py [--jobs 6200] [--load 1.4] [--seed 0]
+    python bench/contracts.py [--jobs 10800] [--load 1.4] [--seed 0]
 
 A synthetic Philly-shaped week (`neocloud trace synth --profile philly`) on Philly's 125 x 4 V100
 fleet; 60% of the jobs belong to three tenants with reserved contracts (guarantees of 160, 100 and
@@ -50,7 +50,7 @@ def tenants(trace: Trace, seed: int) -> Trace:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=6200)
+    ap.add_argument("--jobs", type=int, default=10800)
     ap.add_argument("--load", type=float, default=1.4)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -88,10 +88,10 @@ def main() -> None:
         "",
         f"Borrowing adds {float(rows[0][1][:-1]) - float(rows[1][1][:-1]):.1f} points of utilisation over keeping "
         f"idle guarantees idle, while every guarantee is delivered to at least {rows[0][-1]} of what it owed: an "
-        "owner takes its GPUs back in the pass where it asks, preempting borrowers (spot first). The few GPU-hours "
-        "left undelivered with borrowing are not fully explained yet; the likely cause is an owner's gang needing "
-        "whole nodes that on-demand jobs, within their own pool, share with borrowers, so that taking the "
-        "borrowers back is not enough until those jobs end.",
+        "owner takes its GPUs back in the pass where it asks, preempting borrowers (spot first). The GPU-hours "
+        "left undelivered (with or without borrowing) are not fully explained yet; the likely cause is a gang "
+        "within its guarantee that needs whole nodes while jobs of the on-demand pool, which are not preempted "
+        "for it, hold parts of them.",
     ])
     write_section("contracts", body)
 

@@ -8,7 +8,8 @@ import io
 import time
 from decimal import ROUND_HALF_UP, Decimal
 
-from tests.api.conftest import Server, wait_for
+from tests.api.conftest import ADMIN, Server, wait_for
+from tests.cli.test_cli import neocloud
 
 HOUR = 3600
 
@@ -101,6 +102,9 @@ def test_an_invoice_matches_a_hand_computation_and_survives_a_restart(server: Se
     assert Decimal(bill["total"]) == commitment + on_demand + spot_amount
     assert on_demand > Decimal("8.00") and spot_amount > Decimal("2.00")  # real seconds, real cents
 
+    revenue = c.http.get("/v1/revenue", params={"month": period}).json()
+    assert Decimal(revenue["tenants"]["acme"]) == Decimal(bill["total"]) == Decimal(revenue["total"])
+
     server.kill9()
     server.start()
     again = server.client().http.get("/v1/invoices/acme", params={"month": period}).json()
@@ -110,6 +114,14 @@ def test_an_invoice_matches_a_hand_computation_and_survives_a_restart(server: Se
     assert rows[0][0] == "kind" and rows[-1] == ["total", "", "", "", "", bill["total"]]
     page = server.client().http.get("/v1/invoices/acme", params={"month": period, "format": "html"}).text
     assert "<h1>Invoice: acme</h1>" in page and bill["total"] in page
+    common = ("--server", server.url, "--token", ADMIN)
+    table = neocloud("invoice", "acme", "--month", period, *common)
+    assert table.returncode == 0 and f"${float(bill['total']):,.2f}" in table.stdout, table.stderr
+    assert neocloud("invoice", "acme", "--month", period, "--format", "csv", *common).stdout.splitlines()[-1] == \
+        f"total,,,,,{bill['total']}"
+    assert f"${float(bill['total']):,.2f}" in neocloud("revenue", "--month", period, *common).stdout
+    bad = neocloud("invoice", "acme", "--month", "2026-13", *common)
+    assert bad.returncode == 2 and "is not a month" in bad.stderr
 
 
 def test_contracts_keep_their_history_and_bad_terms_are_refused(server: Server) -> None:
@@ -149,3 +161,24 @@ def test_contracts_keep_their_history_and_bad_terms_are_refused(server: Server) 
     assert [h["tenant"] for h in tenant.http.get("/v1/contracts").json()] == ["small"]
     assert tenant.http.get("/v1/invoices/big", params={"month": "2026-11"}).status_code == 404
     assert c.http.get("/v1/invoices/big", params={"month": "11/2026"}).status_code == 400
+
+
+def test_a_failure_under_a_guaranteed_job_is_credited_back_at_the_contract_price(server: Server) -> None:
+    c = server.client()
+    c.create_tenant("acme")
+    now = dt.datetime.now(dt.UTC)
+    period = now.strftime("%Y-%m")
+    c.http.post("/v1/contracts", json={"tenant": "acme", "gpu_type": "H100", "gpus": 8, "start": time.time() - HOUR,
+                                       "end": time.time() + 30 * 86400, "price_per_gpu_hour": "7200"})  # $2/GPU-s
+    job = c.submit({"name": "train", "gpus": 8, "tenant": "acme", "restart_cost": "30s", "command": "sleep 300"})
+    wait_for(lambda: _state(c, job["id"]) == "RUNNING")
+    node = c.job(job["id"])["placement"][0]["node"]
+    c.signal(node, {"kind": "xid", "code": 79, "observed_at": time.time() - 5})
+    (credit,) = c.http.get("/v1/credits", params={"month": period}).json()
+    assert credit["tenant"] == "acme" and "code=79" in credit["reason"]
+    hours = Decimal(str(credit["gpu_hours"]))
+    assert hours >= Decimal(8 * 30) / HOUR  # the declared restart at least, on all eight GPUs
+    bill = c.http.get("/v1/invoices/acme", params={"month": period}).json()
+    line = next(x for x in bill["lines"] if x["kind"].startswith("SLA credit"))
+    assert Decimal(line["amount"]) == -_money(hours * 7200)
+    c.cancel(job["id"])

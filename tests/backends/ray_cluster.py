@@ -7,6 +7,7 @@ Jobs API) listens on loopback."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -24,9 +25,7 @@ GPUS = 8
 
 def available() -> str | None:
     """Why a cluster cannot be started here, or None if it can."""
-    try:
-        import ray
-    except ImportError:
+    if importlib.util.find_spec("ray") is None:
         return "Ray is not installed (pip install 'neocloud[ray]')"
     return None if shutil.which("ray", path=str(Path(sys.executable).parent)) else "the `ray` command is missing"
 

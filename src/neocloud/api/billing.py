@@ -17,8 +17,8 @@ from sqlalchemy import select
 from neocloud.api.auth import Principal, admin, caller
 from neocloud.api.schemas import MAX_ID, NAME, ContractAmend, ContractEnd, ContractIn, ContractOut, PriceIn
 from neocloud.control.billing import Billing, contract_of
-from neocloud.model.billing import CONCENTRATION_LIMIT, Usage, backlog, invoice, month
-from neocloud.store.tables import ContractRow, JobRow, PriceRow, UsageRow
+from neocloud.model.billing import CONCENTRATION_LIMIT, Credit, Usage, backlog, invoice, month
+from neocloud.store.tables import ContractRow, CreditRow, JobRow, PriceRow, UsageRow
 
 router = APIRouter(prefix="/v1", tags=["billing"])
 Caller = Annotated[Principal, Depends(caller)]
@@ -130,6 +130,14 @@ def _usage(request: Request, tenant: str | None, t0: float, t1: float) -> list[U
     return out
 
 
+def _credits(request: Request, tenant: str | None, t0: float, t1: float) -> list[Credit]:
+    with request.app.state.service.sessions() as s:
+        q = select(CreditRow).where(CreditRow.at >= t0, CreditRow.at < t1)
+        if tenant is not None:
+            q = q.where(CreditRow.tenant == tenant)
+        return [Credit(c.tenant, c.at, c.gpu_type, Decimal(c.gpu_hours), c.reason) for c in s.scalars(q)]
+
+
 def _period(month_: str | None, start: float | None, end: float | None) -> tuple[float, float]:
     if month_ is not None:
         return month(month_)
@@ -149,6 +157,15 @@ def usage(request: Request, who: Caller, month_: Annotated[str | None, Query(ali
     return [asdict(u) for u in _usage(request, whose, t0, t1)]
 
 
+@router.get("/credits")
+def credits(request: Request, who: Caller, month_: Annotated[str | None, Query(alias="month", max_length=7)] = None,
+            start: Annotated[float | None, Query(ge=0, le=2**40)] = None,
+            end: Annotated[float | None, Query(ge=0, le=2**40)] = None) -> list[dict[str, Any]]:
+    """SLA credits: guaranteed GPU-hours node failures cost (a tenant sees its own)."""
+    t0, t1 = _period(month_, start, end)
+    return [asdict(c) for c in _credits(request, None if who.admin else who.tenant, t0, t1)]
+
+
 @router.get("/invoices/{tenant}", responses={404: {"description": "No such tenant"}})
 def get_invoice(tenant: Tenant, request: Request, who: Caller,
                 month_: Annotated[str | None, Query(alias="month", max_length=7)] = None,
@@ -163,12 +180,29 @@ def get_invoice(tenant: Tenant, request: Request, who: Caller,
     t0, t1 = _period(month_, start, end)
     with request.app.state.service.sessions() as s:
         price_list = Billing.prices(s)
-    bill = invoice(tenant, t0, t1, _book(request), _usage(request, tenant, t0, t1), price_list)
+    bill = invoice(tenant, t0, t1, _book(request), _usage(request, tenant, t0, t1), price_list,
+                   _credits(request, tenant, t0, t1))
     if format == "csv":
         return PlainTextResponse(_csv(bill), media_type="text/csv")
     if format == "html":
         return HTMLResponse(_html(bill))
     return bill
+
+
+@router.get("/revenue", responses={403: {"description": "Admin only"}})
+def get_revenue(request: Request, _: Admin, month_: Annotated[str | None, Query(alias="month", max_length=7)] = None,
+                start: Annotated[float | None, Query(ge=0, le=2**40)] = None,
+                end: Annotated[float | None, Query(ge=0, le=2**40)] = None) -> dict[str, Any]:
+    """Revenue recognised in a period: what each tenant's invoice for it comes to, and the sum."""
+    t0, t1 = _period(month_, start, end)
+    with request.app.state.service.sessions() as s:
+        price_list = Billing.prices(s)
+    book, used = _book(request), _usage(request, None, t0, t1)
+    tenants = sorted(request.app.state.service.controller.tenants | {u.tenant for u in used})
+    credits = _credits(request, None, t0, t1)
+    by_tenant = {t: invoice(t, t0, t1, book, used, price_list, credits)["total"] for t in tenants}
+    return {"from": t0, "to": t1, "tenants": by_tenant, "total": sum(by_tenant.values(), Decimal(0)),
+            "currency": "USD"}
 
 
 @router.get("/backlog", responses={403: {"description": "Admin only"}})

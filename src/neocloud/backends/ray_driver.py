@@ -31,6 +31,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 READY_S = 60  # a placement group not ready by then means the chosen nodes are gone
 POLL_S = 1.0  # how often a rank looks at the gang's stop flag
+GRACE_S = 10.0  # between SIGTERM and SIGKILL, as on the other backends
 
 
 @ray.remote(num_cpus=0)
@@ -91,9 +92,13 @@ def run_rank(command: str | list[str], env: dict[str, str], abort):  # noqa: ANN
             return
         yield "exit", proc.wait()
     finally:
-        if proc.poll() is None:  # stopped: the whole process group goes
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # stopped: the process group has GRACE_S to save a checkpoint, then goes
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def main(attempt: dict) -> int:
@@ -142,8 +147,8 @@ def main(attempt: dict) -> int:
             t.join()
     finally:
         abort.set.remote()
-        for t in followers:  # each rank stops its processes within a poll
-            t.join(timeout=3 * POLL_S + 10)
+        for t in followers:  # each rank stops its processes within a poll and the grace period
+            t.join(timeout=3 * POLL_S + GRACE_S)
         remove_placement_group(pg)
         print("[neocloud] exit codes: " + " ".join("-" if c is None else str(c) for c in codes), flush=True)
     return next((c if c is not None else 1 for c in codes if c != 0), 0)

@@ -120,6 +120,18 @@ def invoice(tenant: str, month: Annotated[str, typer.Option(help="YYYY-MM (UTC).
     console.print(table)
 
 
+@app.command()
+def revenue(month: Annotated[str, typer.Option(help="YYYY-MM (UTC).")], server: Server = None,
+            token: Token = None) -> None:
+    """Revenue recognised in a month: each tenant's invoice total, and the sum (admin)."""
+    r = _client(server, token)._call("GET", "/v1/revenue", params={"month": month})
+    table = Table("tenant", "recognised", title=f"revenue, {month}")
+    for tenant, amount in r["tenants"].items():
+        table.add_row(tenant, _money(amount))
+    table.add_row("[bold]total[/bold]", f"[bold]{_money(r['total'])}[/bold]")
+    console.print(table)
+
+
 class _Book(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

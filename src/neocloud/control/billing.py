@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from neocloud.model.billing import Contract
+from neocloud.model.billing import Contract, gpu_hours
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import PriorityClass
-from neocloud.store.tables import ContractRow, JobRow, PriceRow, UsageRow
+from neocloud.store.tables import ContractRow, CreditRow, JobRow, PriceRow, UsageRow
 
 
 def contract_of(row: ContractRow) -> Contract:
@@ -97,6 +97,15 @@ class Billing:
         site = self.fleet.fabrics[self.fleet.leaves[node.leaf].fabric].site if node is not None else ""
         s.add(UsageRow(job_id=row.id, attempt=row.attempts, tenant=row.tenant, usage_class=row.usage_class or "on-demand",
                        gpu_type=gpu, site=site, gpus=row.gpus, start_at=row.started_at, end_at=max(now, row.started_at)))
+
+    def credit(self, s: Session, row: JobRow, lost_s: float, why: str, now: float) -> None:
+        """A node failure cost a job running under its tenant's guarantee `lost_s` of its GPUs' time."""
+        if row.usage_class != "reserved" or lost_s <= 0 or not row.placement:
+            return
+        node_id = self.node_ids.get(row.placement[0]["node"])
+        gpu = self.fleet.nodes[node_id].gpu if node_id is not None else None
+        s.add(CreditRow(tenant=row.tenant, job_id=row.id, attempt=row.attempts, at=now, gpu_type=gpu.name if gpu else "",
+                        gpu_hours=gpu_hours(row.gpus, lost_s), reason=why))
 
     @staticmethod
     def prices(s: Session) -> dict[tuple[str, str], list[tuple[float, Decimal]]]:

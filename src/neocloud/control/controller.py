@@ -264,8 +264,11 @@ class Controller:
         saved = max(row.started_at or now, self._last_checkpoint(row.id) or 0.0)
         ledger = dict(row.ledger or {})
         broken = max(observed_at or now, row.started_at or now)  # the attempt ran on a broken node since
-        ledger["detection_s"] = ledger.get("detection_s", 0.0) + max(now - broken, 0.0)
-        ledger["recomputation_s"] = ledger.get("recomputation_s", 0.0) + max(now - saved, 0.0)
+        detection, recomputation = max(now - broken, 0.0), max(now - saved, 0.0)
+        ledger["detection_s"] = ledger.get("detection_s", 0.0) + detection
+        ledger["recomputation_s"] = ledger.get("recomputation_s", 0.0) + recomputation
+        restart = float(row.spec.get("restart_cost") or 0.0)
+        self.billing.credit(s, row, detection + recomputation + restart, why, now)
         ledger["failed_at"] = now
         row.ledger = ledger
         row.interruptions += 1

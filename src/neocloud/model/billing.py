@@ -3,7 +3,8 @@
 Amounts are Decimals rounded half-up to the cent per invoice line; quantities are GPU-hours. A
 reserved contract's commitment is billed in full when it is take-or-pay (its usage is then shown
 and covered); otherwise its usage is billed at the contract's price. Usage beyond a guarantee is
-billed at the on-demand or spot price in force when the attempt started.
+billed at the on-demand or spot price in force when the attempt started. Guaranteed GPU-time a
+node failure cost (detection, recomputation, restart) is credited back at the contract's price.
 """
 
 from __future__ import annotations
@@ -74,11 +75,22 @@ def month(period: str) -> tuple[float, float]:
     return first.timestamp(), nxt.timestamp()
 
 
-def invoice(tenant: str, t0: float, t1: float, contracts: Iterable[Contract], usage: Iterable[Usage],
-            prices: dict[tuple[str, str], list[tuple[float, Decimal]]]) -> dict[str, Any]:
-    """A tenant's invoice for [t0, t1): commitments, usage by class and GPU type, total.
+@dataclass(frozen=True, slots=True)
+class Credit:
+    tenant: str
+    at: float
+    gpu_type: str
+    gpu_hours: Decimal
+    reason: str = ""
 
-    `prices` maps (GPU type, class) to [(since, price per GPU-hour)], oldest first.
+
+def invoice(tenant: str, t0: float, t1: float, contracts: Iterable[Contract], usage: Iterable[Usage],
+            prices: dict[tuple[str, str], list[tuple[float, Decimal]]],
+            credits: Iterable[Credit] = ()) -> dict[str, Any]:
+    """A tenant's invoice for [t0, t1): commitments, usage by class and GPU type, SLA credits, total.
+
+    `prices` maps (GPU type, class) to [(since, price per GPU-hour)], oldest first. A credit gives
+    back guaranteed GPU-hours a failure cost, at the price of the contract then in force.
     """
     lines: list[dict[str, Any]] = []
     mine = [c for c in contracts if c.tenant == tenant]
@@ -111,6 +123,16 @@ def invoice(tenant: str, t0: float, t1: float, contracts: Iterable[Contract], us
         lines.append({"kind": f"{cls} usage" + (" (covered by the commitment)" if covered else ""),
                       "gpu_type": gpu, "gpu_hours": qty, "price": None if covered else _unit(priced[(cls, gpu)], qty),
                       "amount": money(priced[(cls, gpu)])})
+    owed_back: dict[str, tuple[Decimal, Decimal]] = {}  # GPU type -> (GPU-hours, amount)
+    for cr in credits:
+        contract = _contract_for(mine, Usage(0, 0, tenant, "reserved", cr.gpu_type, 0, cr.at, cr.at))
+        if cr.tenant != tenant or not t0 <= cr.at < t1 or contract is None:
+            continue
+        hours, amount = owed_back.get(cr.gpu_type, (Decimal(0), Decimal(0)))
+        owed_back[cr.gpu_type] = (hours + cr.gpu_hours, amount + cr.gpu_hours * contract.price)
+    for gpu, (hours, amount) in sorted(owed_back.items()):
+        lines.append({"kind": "SLA credit (guaranteed GPU-time lost to failures)", "gpu_type": gpu,
+                      "gpu_hours": hours, "price": _unit(amount, hours), "amount": -money(amount)})
     total = sum((line["amount"] for line in lines), Decimal(0))
     return {"tenant": tenant, "from": t0, "to": t1, "lines": lines, "total": money(total), "currency": "USD"}
 

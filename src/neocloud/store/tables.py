@@ -165,6 +165,21 @@ class UsageRow(Base):
     end_at: Mapped[float] = mapped_column(Float, index=True)
 
 
+class CreditRow(Base):
+    """GPU-hours a guarantee lost to a node failure under one of its jobs: owed back as an SLA credit."""
+
+    __tablename__ = "credits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    job_id: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    gpu_hours: Mapped[Decimal] = mapped_column(Numeric(18, 6))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
 class AuditRow(Base):
     __tablename__ = "audit"
 

@@ -1,4 +1,5 @@
-"""Billing: contracts and their versions, price lists, usage per attempt; how a running attempt is billed.
+"""Billing: contracts and their versions, price lists, usage per attempt, SLA credits; how a running
+attempt is billed.
 
 Revision ID: 0003
 Revises: 0002
@@ -61,6 +62,19 @@ def upgrade() -> None:
     op.create_index('ix_usage_tenant', 'usage', ['tenant'], unique=False)
     op.create_index('ix_usage_start_at', 'usage', ['start_at'], unique=False)
     op.create_index('ix_usage_end_at', 'usage', ['end_at'], unique=False)
+    op.create_table('credits',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('tenant', sa.String(length=63), nullable=False),
+    sa.Column('job_id', sa.Integer(), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('at', sa.Float(), nullable=False),
+    sa.Column('gpu_type', sa.String(length=64), nullable=False),
+    sa.Column('gpu_hours', sa.Numeric(precision=18, scale=6), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_index('ix_credits_tenant', 'credits', ['tenant'], unique=False)
+    op.create_index('ix_credits_at', 'credits', ['at'], unique=False)
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('usage_class', sa.String(length=16), nullable=False, server_default=''))
 
@@ -68,6 +82,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_column('usage_class')
+    op.drop_table('credits')
     op.drop_table('usage')
     op.drop_table('prices')
     op.drop_index('ix_contracts_tenant', table_name='contracts')
