@@ -66,7 +66,7 @@ def test_a_gang_runs_in_a_placement_group_on_the_nodes_chosen(server: Server, cl
     c = server.client()
     job = c.submit({"name": "gang", "gpus": 4, "gpus_per_node": 2, "env": {"STEP": "warmup"},
                     "command": "echo rank $NEOCLOUD_NODE_RANK of $NEOCLOUD_NUM_NODES sees $CUDA_VISIBLE_DEVICES $STEP;"
-                               " echo to stderr >&2; sleep 4"})
+                               " echo $MASTER_ADDR:$MASTER_PORT >&2; sleep 4"})
     wait_for(lambda: c.job(job["id"])["state"] == "RUNNING")
     group = wait_for(lambda: _placement_group(cluster, _ray_name(server, job["id"])), timeout=30)
     ids = _ray_ids(cluster)
@@ -79,7 +79,8 @@ def test_a_gang_runs_in_a_placement_group_on_the_nodes_chosen(server: Server, cl
         line = c.logs(job["id"], rank=rank)["text"]
         assert line.startswith(f"rank {rank} of 2 sees ") and line.endswith(" warmup\n")
         assert len(line.split(" sees ")[1].split()[0].split(",")) == 2  # two GPUs of its own
-        assert c.logs(job["id"], rank=rank, stream="stderr")["text"] == "to stderr\n"
+        master = c.logs(job["id"], rank=rank, stream="stderr")["text"]
+        assert master == f"{cluster.alive_nodes()[0]['node_ip']}:{20_000 + job['id']}\n"  # one rendezvous for all
 
 
 def test_cancel_stops_the_ray_job_and_its_processes(server: Server, cluster: RayCluster) -> None:

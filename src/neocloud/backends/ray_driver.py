@@ -114,8 +114,11 @@ def main(attempt: dict) -> int:
         print(f"[neocloud] the placement group did not fit on {', '.join(r['node'] for r in ranks)} "
               f"within {READY_S} s", flush=True)
         return 1
+    address = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     base = {**attempt["env"], "NEOCLOUD_JOB_ID": str(attempt["job_id"]), "NEOCLOUD_ATTEMPT": str(attempt["attempt"]),
-            "NEOCLOUD_NUM_NODES": str(len(ranks)), "NEOCLOUD_GPUS_TOTAL": str(sum(r["gpus"] for r in ranks))}
+            "NEOCLOUD_NUM_NODES": str(len(ranks)), "NEOCLOUD_GPUS_TOTAL": str(sum(r["gpus"] for r in ranks)),
+            "MASTER_ADDR": address.get(ranks[0]["node_id"], "127.0.0.1"),  # rank 0's node, for the launcher
+            "MASTER_PORT": str(20_000 + attempt["job_id"] % 20_000)}
     abort = Abort.remote()
     gens = [run_rank.options(num_cpus=1, num_gpus=r["gpus"], scheduling_strategy=PlacementGroupSchedulingStrategy(
                 pg, placement_group_bundle_index=i)).remote(
@@ -151,7 +154,8 @@ def main(attempt: dict) -> int:
             t.join(timeout=3 * POLL_S + GRACE_S)
         remove_placement_group(pg)
         print("[neocloud] exit codes: " + " ".join("-" if c is None else str(c) for c in codes), flush=True)
-    return next((c if c is not None else 1 for c in codes if c != 0), 0)
+    failed = [c for c in codes if c not in (0, None)]  # the rank that failed, not those stopped after it
+    return failed[0] if failed else 1 if None in codes else 0
 
 
 def _stopped(signum: int, _frame) -> None:
