@@ -89,9 +89,10 @@ def main() -> None:
         f"Borrowing adds {float(rows[0][1][:-1]) - float(rows[1][1][:-1]):.1f} points of utilisation over keeping "
         f"idle guarantees idle, while every guarantee is delivered to at least {rows[0][-1]} of what it owed: an "
         "owner takes its GPUs back in the pass where it asks, preempting borrowers (spot first). The GPU-hours "
-        "left undelivered (with or without borrowing) are not fully explained yet; the likely cause is a gang "
-        "within its guarantee that needs whole nodes while jobs of the on-demand pool, which are not preempted "
-        "for it, hold parts of them.",
+        "left undelivered (with or without borrowing) are fragmentation: probing the twin finds each shortfall "
+        "to be a job within its tenant's guarantee that needs whole nodes while the free GPUs (30 of them, say) "
+        "are scattered over nodes that jobs of the on-demand pool, which are not preempted for it, also hold; "
+        "taking the borrowers back does not free a whole node.",
     ])
     write_section("contracts", body)
 
