@@ -1,6 +1,6 @@
 """Reserved contracts in the twin: a week on 500 GPUs, three contracted tenants and on-demand load.
 
-    python bench/contracts.py [--jobs 10800] [--load 1.4] [--seed 0]
+    python bench/contracts.py [--jobs 11200] [--load 1.4] [--seed 0]
 
 A synthetic Philly-shaped week (`neocloud trace synth --profile philly`) on Philly's 125 x 4 V100
 fleet; 60% of the jobs belong to three tenants with reserved contracts (guarantees of 160, 100 and
@@ -50,7 +50,7 @@ def tenants(trace: Trace, seed: int) -> Trace:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=10800)
+    ap.add_argument("--jobs", type=int, default=11200)
     ap.add_argument("--load", type=float, default=1.4)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -87,12 +87,10 @@ def main() -> None:
         table(["setup", "tenant", "guarantee (GPUs)", "owed GPU-h", "delivered GPU-h", "delivered"], per_tenant),
         "",
         f"Borrowing adds {float(rows[0][1][:-1]) - float(rows[1][1][:-1]):.1f} points of utilisation over keeping "
-        f"idle guarantees idle, while every guarantee is delivered to at least {rows[0][-1]} of what it owed: an "
-        "owner takes its GPUs back in the pass where it asks, preempting borrowers (spot first). The GPU-hours "
-        "left undelivered (with or without borrowing) are fragmentation: probing the twin finds each shortfall "
-        "to be a job within its tenant's guarantee that needs whole nodes while the free GPUs (30 of them, say) "
-        "are scattered over nodes that jobs of the on-demand pool, which are not preempted for it, also hold; "
-        "taking the borrowers back does not free a whole node.",
+        f"idle guarantees idle, while every guarantee is delivered to at least {rows[0][-1]} (rounded) of what it owed "
+        "(owed: what the tenant held within its guarantee, plus its waiting jobs that fit in the rest). An owner "
+        "takes its GPUs back in the pass where it asks: it preempts borrowers (spot first) and, where its free "
+        "share is scattered over nodes, moves jobs of the on-demand pool that fit again elsewhere at once.",
     ])
     write_section("contracts", body)
 

@@ -44,18 +44,30 @@ def test_spot_goes_first() -> None:
     assert preempted == ["spot"]
 
 
-def test_borrowers_take_nothing_an_owner_is_waiting_for() -> None:
+def _adopt(sched: Scheduler, job: Job, nodes: tuple[int, ...], gpus: int) -> None:
+    """Put a job on given nodes, as jobs found running after a restart are."""
+    sched.adopt(job, Allocation(job.id, nodes, tuple(tuple(range(gpus)) for _ in nodes), FULL), 0)
+
+
+def test_an_owner_moves_on_demand_jobs_to_get_whole_nodes() -> None:
     sched = four_nodes(owner=16)
-    for i in range(4):  # half of every node, as jobs found running after a restart would be
-        sched.adopt(Job(f"half{i}", 4, tenant="b"), Allocation(f"half{i}", (i,), ((0, 1, 2, 3),), FULL), 0)
+    for i in range(4):  # half of every node, held by jobs of the on-demand pool
+        _adopt(sched, Job(f"half{i}", 4, tenant="b"), (i,), 4)
     assert {r.pool for r in sched.running.values()} == {""}
-    # Every node is half used by jobs of the on-demand pool: the owner's two whole nodes cannot be
-    # had, and no borrower can be preempted for them; so nothing that would borrow starts either.
-    started, preempted = run(sched, 1, Job("mine", 16, gpus_per_node=8, tenant="owner"),
+    started, preempted = run(sched, 1, Job("mine", 16, gpus_per_node=8, tenant="owner"))
+    assert len(preempted) == 2 and started[0] == "mine"  # two of them move over to the other halves
+    assert sorted(started[1:]) == sorted(preempted) and len(sched.running) == 5
+
+
+def test_borrowers_take_nothing_an_owner_is_waiting_for() -> None:
+    sched = four_nodes(owner=24)
+    _adopt(sched, Job("gang", 8, gpus_per_node=4, tenant="b"), (0, 1), 4)  # the on-demand pool, full
+    # The owner needs three whole nodes; the gang cannot be moved (it needs two nodes with 4 free),
+    # so the owner waits, and nothing that would borrow takes the two idle nodes meanwhile.
+    started, preempted = run(sched, 1, Job("mine", 24, gpus_per_node=8, tenant="owner"),
                              Job("more", 4, tenant="b"), Job("cheap", 4, tenant="c", priority=SPOT))
     assert started == [] and preempted == []
-    for i in range(4):
-        sched.finish(f"half{i}", 2)
+    sched.finish("gang", 2)
     started, _ = run(sched, 2)
     assert started[0] == "mine"
 

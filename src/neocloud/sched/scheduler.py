@@ -3,7 +3,8 @@
 Guaranteed quotas (from reserved contracts), Kueue-style: each tenant's guarantee is its own, the
 capacity no one is guaranteed is the on-demand pool, and a job that fits in neither borrows idle
 guaranteed capacity. Borrowers (and spot jobs) are taken back by preemption, spot first, as soon
-as a job within its quota needs the room, and take nothing while such a job is waiting.
+as a job within its quota needs the room (and on-demand jobs are moved where its free share is
+scattered over nodes), and take nothing while such a job is waiting.
 
 The scheduler owns the allocation state and applies its own decisions to it, so what it returns
 is already true in its world; the caller (the twin's clock or the real-time controller) carries
@@ -406,23 +407,26 @@ class Scheduler:
         return sum(1 for g in alloc.gpus[i] if left[g] == FULL)
 
     def _within_quota_first(self, order):  # noqa: ANN001, ANN202 - iterators of JobRecords
-        """Jobs that would run within a quota, in queue order, then those that would borrow."""
-        within, borrowing = [], []
+        """In queue order: jobs within their tenant's guarantee, then those within the on-demand pool,
+        then those that would borrow."""
+        guaranteed, pool, borrowing = [], [], []
         for rec in order:
-            (within if self._pool(rec.job) is not None else borrowing).append(rec)
-        return within + borrowing
+            where = self._pool(rec.job)
+            (borrowing if where is None else pool if where == ON_DEMAND else guaranteed).append(rec)
+        return guaranteed + pool + borrowing
 
     def _reclaim(self, now: float) -> list[Action]:
-        """Jobs within their quota that find no room take it back from borrowers: spot first, then
-        the most recently started."""
+        """Jobs within their quota that find no room take it back: from borrowers (spot first, then
+        the most recently started), and, where the free GPUs are scattered, by moving jobs of the
+        on-demand pool (smallest first) when each of them fits again elsewhere at once."""
         borrowers = sorted((r for r in self.running.values() if r.pool is None),
                            key=lambda r: (r.job.priority.rank, r.started_s or 0.0), reverse=True)
-        if not borrowers:
-            return []
+        movable = sorted((r for r in self.running.values() if r.pool == ON_DEMAND),
+                         key=lambda r: (r.job.gpus, -(r.started_s or 0.0)))
         actions: list[Action] = []
         tried = 0
         for rec in self.queue.order(self.usage):
-            if not borrowers or tried >= self.preempt_depth:
+            if tried >= self.preempt_depth or not (borrowers or movable):
                 break
             if self._pool(rec.job) is None or self.placement.place(self.state, rec.job, self.rng) is not None:
                 continue
@@ -431,20 +435,46 @@ class Scheduler:
             while borrowers and self.placement.place(self.state, rec.job, self.rng) is None:
                 victim = borrowers.pop(0)
                 taken.append((victim, self.state.release(victim.job.id)))
-            fits = self.placement.place(self.state, rec.job, self.rng) is not None
-            for _, alloc in taken:  # put them back; a real preemption goes through _stop
+            moved = []
+            for victim in list(movable):
+                if self.placement.place(self.state, rec.job, self.rng) is not None:
+                    break
+                movable.remove(victim)
+                moved.append((victim, self.state.release(victim.job.id)))
+            fits = self.placement.place(self.state, rec.job, self.rng) is not None and self._refit(rec, moved)
+            for _, alloc in taken + moved:  # put them back; a real preemption goes through _stop
                 self.state.allocate(alloc)
             if not fits:
                 borrowers = [v for v, _ in taken] + borrowers
+                movable = [v for v, _ in moved] + movable
                 continue
-            for victim, _ in taken:
+            for victim, _ in taken + moved:
                 self._stop(victim, now)
                 victim.preemptions += 1
                 victim.state = "PENDING"
                 self.queue.add(victim)
-                actions.append(Preempt(victim.job.id, f"quota: {rec.job.tenant} takes back its guarantee"))
+                why = "takes back its guarantee" if victim.pool is None else "needs whole nodes: moving it"
+                actions.append(Preempt(victim.job.id, f"quota: {rec.job.tenant} {why}"))
             self._dirty = True
         return actions
+
+    def _refit(self, rec: JobRecord, moved: list[tuple[JobRecord, Allocation]]) -> bool:
+        """Whether, with `rec` placed, every moved job fits again somewhere (the state is left as found)."""
+        if not moved:
+            return True
+        trial = [self.placement.place(self.state, rec.job, self.rng)]
+        self.state.allocate(trial[0])
+        ok = True
+        for victim, _ in moved:
+            alloc = self.placement.place(self.state, victim.job, self.rng)
+            if alloc is None:
+                ok = False
+                break
+            self.state.allocate(alloc)
+            trial.append(alloc)
+        for alloc in trial:
+            self.state.release(alloc.job_id)
+        return ok
 
     def _preempt_for_better_queues(self, now: float) -> list[Action]:
         """A blocked job displaces running jobs the queue policy ranks below it, if that makes it fit."""
