@@ -208,7 +208,10 @@ class Scheduler:
                     break
                 if rec.job.gpu_milli > capacity - self.state.used_milli:
                     continue  # cannot fit anywhere now; not worth a placement
-                alloc = self._backfill(rec, head, now)
+                if self.quotas and self._pool(rec.job) == rec.job.tenant:
+                    alloc = self.placement.place(self.state, rec.job, self.rng)  # its guarantee: no one else's
+                else:
+                    alloc = self._backfill(rec, head, now)
             self.decisions += 1
             if alloc is None:
                 owner_waiting = owner_waiting or (bool(self.quotas) and self._pool(rec.job) is not None)
@@ -426,7 +429,7 @@ class Scheduler:
         actions: list[Action] = []
         tried = 0
         for rec in self.queue.order(self.usage):
-            if tried >= self.preempt_depth or not (borrowers or movable):
+            if tried >= self.backfill_depth or not (borrowers or movable):
                 break
             if self._pool(rec.job) is None or self.placement.place(self.state, rec.job, self.rng) is not None:
                 continue
