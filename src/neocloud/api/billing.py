@@ -122,11 +122,10 @@ def _usage(request: Request, tenant: str | None, t0: float, t1: float) -> list[U
         running = select(JobRow).where(JobRow.state == "RUNNING", JobRow.started_at < t1)
         if tenant is not None:
             running = running.where(JobRow.tenant == tenant)
-        nodes = {n.name: n for n in service.fleet.nodes}
+        where = service.controller.billing.where
         for r in s.scalars(running):
-            node = nodes.get(r.placement[0]["node"]) if r.placement else None
-            out.append(Usage(r.id, r.attempts, r.tenant, r.usage_class or "on-demand",
-                             node.gpu.name if node is not None and node.gpu else "", r.gpus, r.started_at, now))
+            out.append(Usage(r.id, r.attempts, r.tenant, r.usage_class or "on-demand", where(r.placement)[0], r.gpus,
+                             r.started_at, now))
     return out
 
 

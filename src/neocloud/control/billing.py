@@ -38,8 +38,7 @@ class Billing:
         """GPUs guaranteed to each tenant now: its reserved contracts in force."""
         out: dict[str, float] = {}
         for c in self.contracts:
-            a, b = c.window(now, now + 1e-6)
-            if a <= now < b:
+            if c.in_force(now):
                 out[c.tenant] = out.get(c.tenant, 0) + c.gpus
         return out
 
@@ -91,10 +90,7 @@ class Billing:
             return
         if s.scalar(select(UsageRow.id).where(UsageRow.job_id == row.id, UsageRow.attempt == row.attempts)):
             return
-        node_id = self.node_ids.get(row.placement[0]["node"])
-        node = self.fleet.nodes[node_id] if node_id is not None else None
-        gpu = node.gpu.name if node is not None and node.gpu else ""
-        site = self.fleet.fabrics[self.fleet.leaves[node.leaf].fabric].site if node is not None else ""
+        gpu, site = self.where(row.placement)
         s.add(UsageRow(job_id=row.id, attempt=row.attempts, tenant=row.tenant, usage_class=row.usage_class or "on-demand",
                        gpu_type=gpu, site=site, gpus=row.gpus, start_at=row.started_at, end_at=max(now, row.started_at)))
 
@@ -102,10 +98,17 @@ class Billing:
         """A node failure cost a job running under its tenant's guarantee `lost_s` of its GPUs' time."""
         if row.usage_class != "reserved" or lost_s <= 0 or not row.placement:
             return
-        node_id = self.node_ids.get(row.placement[0]["node"])
-        gpu = self.fleet.nodes[node_id].gpu if node_id is not None else None
-        s.add(CreditRow(tenant=row.tenant, job_id=row.id, attempt=row.attempts, at=now, gpu_type=gpu.name if gpu else "",
+        s.add(CreditRow(tenant=row.tenant, job_id=row.id, attempt=row.attempts, at=now,
+                        gpu_type=self.where(row.placement)[0],
                         gpu_hours=gpu_hours(row.gpus, lost_s), reason=why))
+
+    def where(self, placement: list[dict[str, Any]] | None) -> tuple[str, str]:
+        """(GPU type, site) of a job's placement, by its first node; empty for a node no longer here."""
+        node_id = self.node_ids.get(placement[0]["node"]) if placement else None
+        if node_id is None:
+            return "", ""
+        node = self.fleet.nodes[node_id]
+        return (node.gpu.name if node.gpu else ""), self.fleet.fabrics[self.fleet.leaves[node.leaf].fabric].site
 
     @staticmethod
     def prices(s: Session) -> dict[tuple[str, str], list[tuple[float, Decimal]]]:

@@ -38,6 +38,11 @@ class Contract:
     valid_from: float = float("-inf")
     valid_to: float | None = None  # None: the version in force
 
+    def in_force(self, t: float) -> bool:
+        """Whether this version's terms hold at `t`."""
+        a, b = self.window(t, float("inf"))
+        return a <= t < b
+
     def window(self, t0: float, t1: float) -> tuple[float, float]:
         """The part of [t0, t1) this version covers: its term, while it was the version in force."""
         end = self.end if self.valid_to is None else min(self.end, self.valid_to)
@@ -113,7 +118,7 @@ def invoice(tenant: str, t0: float, t1: float, contracts: Iterable[Contract], us
         key = (u.usage_class, u.gpu_type)
         used[key] += qty
         if u.usage_class == "reserved":
-            contract = _contract_for(mine, u)
+            contract = _contract_for(mine, u.gpu_type, u.start)
             if contract is not None and not contract.take_or_pay:
                 priced[key] += qty * contract.price
         else:
@@ -125,7 +130,7 @@ def invoice(tenant: str, t0: float, t1: float, contracts: Iterable[Contract], us
                       "amount": money(priced[(cls, gpu)])})
     owed_back: dict[str, tuple[Decimal, Decimal]] = {}  # GPU type -> (GPU-hours, amount)
     for cr in credits:
-        contract = _contract_for(mine, Usage(0, 0, tenant, "reserved", cr.gpu_type, 0, cr.at, cr.at))
+        contract = _contract_for(mine, cr.gpu_type, cr.at)
         if cr.tenant != tenant or not t0 <= cr.at < t1 or contract is None:
             continue
         hours, amount = owed_back.get(cr.gpu_type, (Decimal(0), Decimal(0)))
@@ -141,10 +146,8 @@ def _unit(amount: Decimal, qty: Decimal) -> Decimal | None:
     return (amount / qty).quantize(Decimal("0.0001")) if qty else None
 
 
-def _contract_for(contracts: list[Contract], u: Usage) -> Contract | None:
-    live = [c for c in contracts if c.gpu_type == u.gpu_type and c.window(u.start, u.start + 1)[0] <= u.start
-            < c.window(u.start, u.start + 1)[1]]
-    return live[0] if live else None
+def _contract_for(contracts: list[Contract], gpu_type: str, at: float) -> Contract | None:
+    return next((c for c in contracts if c.gpu_type == gpu_type and c.in_force(at)), None)
 
 
 def price_at(prices: dict[tuple[str, str], list[tuple[float, Decimal]]], gpu_type: str, cls: str, at: float) -> Decimal:
