@@ -67,10 +67,10 @@ def main() -> None:
         g = r.get("guarantees", {})
         rows.append([label, f"{100 * r['gpu_utilization_while_arriving']:.1f}%", f"{r['avg_jct_s'] / 3600:.2f}",
                      f"{r['avg_wait_s'] / 3600:.2f}", r["preemptions"],
-                     "—" if not g else f"{100 * min(v['delivered_share'] for v in g.values()):.2f}%"])
+                     "—" if not g else f"{100 * min(v['delivered_share'] for v in g.values()):.3f}%"])
         for tenant, v in g.items():
-            per_tenant.append([label, tenant, v["guaranteed_gpus"], f"{v['owed_gpu_h']:,.0f}",
-                               f"{v['delivered_gpu_h']:,.0f}", f"{100 * v['delivered_share']:.2f}%"])
+            per_tenant.append([label, tenant, v["guaranteed_gpus"], f"{v['owed_gpu_h']:,.1f}",
+                               f"{v['delivered_gpu_h']:,.1f}", f"{100 * v['delivered_share']:.3f}%"])
     body = "\n".join([
         "### Reserved contracts in the twin: guarantees kept, idle ones lent",
         "",
@@ -87,10 +87,12 @@ def main() -> None:
         table(["setup", "tenant", "guarantee (GPUs)", "owed GPU-h", "delivered GPU-h", "delivered"], per_tenant),
         "",
         f"Borrowing adds {float(rows[0][1][:-1]) - float(rows[1][1][:-1]):.1f} points of utilisation over keeping "
-        f"idle guarantees idle, while every guarantee is delivered to at least {rows[0][-1]} (rounded) of what it owed "
+        f"idle guarantees idle, while every guarantee is delivered to at least {rows[0][-1]} of what it owed "
         "(owed: what the tenant held within its guarantee, plus its waiting jobs that fit in the rest). An owner "
-        "takes its GPUs back in the pass where it asks: it preempts borrowers (spot first) and, where its free "
-        "share is scattered over nodes, moves jobs of the on-demand pool that fit again elsewhere at once.",
+        "takes its GPUs back in the pass where it asks: it preempts borrowers (spot first); where the room is there "
+        "in count but scattered over nodes, it moves other jobs off the nodes nearest to whole, and on-demand jobs "
+        "that cannot move at once wait in its place. What is left undelivered (under a GPU-hour in the week per "
+        "tenant) is time a job within its guarantee waited for a place of its shape that no such moves could make.",
     ])
     write_section("contracts", body)
 

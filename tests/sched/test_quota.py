@@ -59,17 +59,40 @@ def test_an_owner_moves_on_demand_jobs_to_get_whole_nodes() -> None:
     assert sorted(started[1:]) == sorted(preempted) and len(sched.running) == 5
 
 
-def test_borrowers_take_nothing_an_owner_is_waiting_for() -> None:
+def test_an_owner_leaves_an_on_demand_gang_to_wait_where_it_cannot_move() -> None:
     sched = four_nodes(owner=24)
     _adopt(sched, Job("gang", 8, gpus_per_node=4, tenant="b"), (0, 1), 4)  # the on-demand pool, full
-    # The owner needs three whole nodes; the gang cannot be moved (it needs two nodes with 4 free),
-    # so the owner waits, and nothing that would borrow takes the two idle nodes meanwhile.
+    # The owner needs three whole nodes; the gang needs two nodes with 4 free, which the fourth node
+    # is not: the owner's 24 GPUs are there in count, so the gang gives up its shape and waits.
+    started, preempted = run(sched, 1, Job("mine", 24, gpus_per_node=8, tenant="owner"))
+    assert started == ["mine"] and preempted == ["gang"]
+    assert sched.jobs["gang"].state == "PENDING"
+
+
+def test_borrowers_take_nothing_an_owner_is_waiting_for() -> None:
+    sched = four_nodes(owner=24, b=8)
+    _adopt(sched, Job("gang", 8, gpus_per_node=4, tenant="b"), (0, 1), 4)  # within b's own guarantee
+    # The owner needs three whole nodes; the gang cannot be moved (it needs two nodes with 4 free) and,
+    # being guaranteed, is not left to wait: the owner waits, and nothing that would borrow takes the
+    # two idle nodes meanwhile.
+    assert sched.running["gang"].pool == "b"
     started, preempted = run(sched, 1, Job("mine", 24, gpus_per_node=8, tenant="owner"),
                              Job("more", 4, tenant="b"), Job("cheap", 4, tenant="c", priority=SPOT))
     assert started == [] and preempted == []
     sched.finish("gang", 2)
     started, _ = run(sched, 2)
     assert started[0] == "mine"
+
+
+def test_a_borrower_joins_its_guarantee_when_room_frees_there() -> None:
+    sched = four_nodes(owner=16, a=8)
+    run(sched, 0, Job("b1", 8, tenant="b"))  # the on-demand pool, full
+    run(sched, 1, Job("a1", 8, tenant="a"), Job("a2", 8, tenant="a"))
+    assert sched.running["a2"].pool is None  # beyond a's guarantee: borrowing
+    sched.finish("a1", 2)
+    assert sched.running["a2"].pool == "a"  # within a's guarantee now: not a borrower to take back
+    started, preempted = run(sched, 3, Job("mine", 16, tenant="owner"))
+    assert started == ["mine"] and preempted == []
 
 
 def test_without_quotas_nothing_borrows_or_is_taken_back() -> None:

@@ -3,8 +3,10 @@
 Guaranteed quotas (from reserved contracts), Kueue-style: each tenant's guarantee is its own, the
 capacity no one is guaranteed is the on-demand pool, and a job that fits in neither borrows idle
 guaranteed capacity. Borrowers (and spot jobs) are taken back by preemption, spot first, as soon
-as a job within its quota needs the room (and on-demand jobs are moved where its free share is
-scattered over nodes), and take nothing while such a job is waiting.
+as a job within its quota needs the room, and take nothing while such a job is waiting. Where the
+room is there in count but scattered over nodes, other jobs are moved to empty whole nodes, and
+on-demand jobs that cannot move at once wait in a guaranteed job's place (checkpointed, like any
+preempted job): a guarantee is kept every minute, the on-demand pool loses shape, never GPUs.
 
 The scheduler owns the allocation state and applies its own decisions to it, so what it returns
 is already true in its world; the caller (the twin's clock or the real-time controller) carries
@@ -232,6 +234,29 @@ class Scheduler:
         self._demote_due(now)
         return self._wakeups[0][0] if self._wakeups else None
 
+    def why_waiting(self, job_id: str) -> str:
+        """Why a pending job is not running, in a user's words: held, quota, capacity, topology, shape,
+        or a reservation (it fits, but backfill keeps those GPUs for an earlier job)."""
+        rec = self.jobs[job_id]
+        job = rec.job
+        if rec.state == "HELD":
+            return "held: its previous attempt is still stopping"
+        borrows = bool(self.quotas) and self._pool(job) is None
+        if borrows and not self.borrowing:
+            return "quota: beyond its tenant's guarantee and the on-demand pool, and nothing is lent"
+        rng = np.random.default_rng(0)  # a view: leave the scheduler's own draws alone
+        if self.placement.place(self.state, job, rng) is not None:
+            if borrows:
+                return "quota: it would borrow, and jobs within their guarantees come first"
+            return "reservation: room is held for jobs ahead of it; it starts when they do, or at the next pass"
+        free = self.state.total_gpus - self.state.used_milli / FULL
+        if job.gpus > free:
+            return f"capacity: needs {job.gpus:g} GPUs, {free:g} free"
+        layout = self.state.layout(job)
+        if int((self.state.whole_free >= max(layout)).sum()) >= len(layout):
+            return f"topology: {len(layout)} nodes with {max(layout)} free GPUs exist, but not in one fabric"
+        return f"shape: {free:g} GPUs free, but not {len(layout)} node(s) with {max(layout)} free together"
+
     def _demote_due(self, now: float) -> None:
         """Drop wake-ups of jobs no longer running; for those due, rerank and book the next one."""
         while self._wakeups:
@@ -314,7 +339,20 @@ class Scheduler:
         self.usage[rec.job.tenant] -= rec.job.gpus
         if rec.pool is not None:
             self.pool_use[rec.pool] -= rec.job.gpus
+            if rec.pool != ON_DEMAND:
+                self._promote(rec.pool)
             rec.pool = None
+
+    def _promote(self, tenant: str) -> None:
+        """Room freed in a tenant's guarantee takes in its jobs running outside it (the longest
+        running first): they are within its guarantee now, no longer borrowers to take back."""
+        for rec in sorted((r for r in self.running.values() if r.job.tenant == tenant and r.pool in (None, ON_DEMAND)
+                           and r.job.priority is not PriorityClass.SPOT), key=lambda r: r.started_s or 0.0):
+            if self.pool_use[tenant] + rec.job.gpus <= self.quotas.get(tenant, 0):
+                if rec.pool is not None:
+                    self.pool_use[rec.pool] -= rec.job.gpus
+                rec.pool = tenant
+                self.pool_use[tenant] += rec.job.gpus
 
     def _reservation(self, head: JobRecord, now: float) -> Reservation:
         """EASY backfill: when and on which nodes the blocked head job will start.
@@ -419,65 +457,125 @@ class Scheduler:
         return guaranteed + pool + borrowing
 
     def _reclaim(self, now: float) -> list[Action]:
-        """Jobs within their quota that find no room take it back: from borrowers (spot first, then
-        the most recently started), and, where the free GPUs are scattered, by moving jobs of the
-        on-demand pool (smallest first) when each of them fits again elsewhere at once."""
+        """Jobs within their quota that find no room take it back from borrowers (spot first, then the
+        most recently started). Where the room they need is scattered over nodes, other jobs are moved
+        to empty them, and a job within its tenant's guarantee may leave on-demand jobs to wait."""
         borrowers = sorted((r for r in self.running.values() if r.pool is None),
                            key=lambda r: (r.job.priority.rank, r.started_s or 0.0), reverse=True)
-        movable = sorted((r for r in self.running.values() if r.pool == ON_DEMAND),
-                         key=lambda r: (r.job.gpus, -(r.started_s or 0.0)))
+        movable = [r for r in self.running.values() if r.pool is not None]
         actions: list[Action] = []
         tried = 0
-        for rec in self.queue.order(self.usage):
-            if tried >= self.backfill_depth or not (borrowers or movable):
+        for rec in self._within_quota_first(self.queue.order(self.usage)):
+            pool = self._pool(rec.job)
+            if tried >= self.backfill_depth or pool is None or not (borrowers or movable):
                 break
-            if self._pool(rec.job) is None or self.placement.place(self.state, rec.job, self.rng) is not None:
+            if self.placement.place(self.state, rec.job, self.rng) is not None:
                 continue
             tried += 1
-            taken = []
-            while borrowers and self.placement.place(self.state, rec.job, self.rng) is None:
-                victim = borrowers.pop(0)
-                taken.append((victim, self.state.release(victim.job.id)))
+            victims = self._victims(rec, borrowers, [r for r in movable if pool != ON_DEMAND or r.pool == ON_DEMAND])
             moved = []
-            for victim in list(movable):
-                if self.placement.place(self.state, rec.job, self.rng) is not None:
-                    break
-                movable.remove(victim)
-                moved.append((victim, self.state.release(victim.job.id)))
-            fits = self.placement.place(self.state, rec.job, self.rng) is not None and self._refit(rec, moved)
-            for _, alloc in taken + moved:  # put them back; a real preemption goes through _stop
-                self.state.allocate(alloc)
-            if not fits:
-                borrowers = [v for v, _ in taken] + borrowers
-                movable = [v for v, _ in moved] + movable
-                continue
-            for victim, _ in taken + moved:
+            for victim, stays in victims:
+                borrowed = victim.pool is None
+                (borrowers if borrowed else movable).remove(victim)
                 self._stop(victim, now)
                 victim.preemptions += 1
                 victim.state = "PENDING"
                 self.queue.add(victim)
-                why = "takes back its guarantee" if victim.pool is None else "needs whole nodes: moving it"
+                if stays and not borrowed:
+                    moved.append(victim)
+                why = "needs whole nodes: moving it" if victim in moved else "takes back its guarantee"
                 actions.append(Preempt(victim.job.id, f"quota: {rec.job.tenant} {why}"))
-            self._dirty = True
+            for job in [rec, *moved] if victims else []:  # it starts now, then those it moved, before anyone else
+                alloc = self.placement.place(self.state, job.job, self.rng)
+                if alloc is not None:
+                    self.queue.remove(job)
+                    self._start(job, alloc, now)
+                    actions.append(Launch(job.job.id, alloc.nodes, alloc.gpus))
+                    self._dirty = True
         return actions
 
-    def _refit(self, rec: JobRecord, moved: list[tuple[JobRecord, Allocation]]) -> bool:
-        """Whether, with `rec` placed, every moved job fits again somewhere (the state is left as found)."""
-        if not moved:
-            return True
+    def _victims(self, rec: JobRecord, borrowers: list[JobRecord],
+                 movable: list[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """The fewest running jobs whose going lets `rec` start, each with whether it fits again at once:
+        borrowers in their order, then jobs to move from the nodes nearest to whole; each is kept if
+        `rec` fits without it. Jobs under a guarantee must fit again. Jobs of tenants without one may be
+        left to wait (unless they would then wait within a guarantee of their own) only for a job within
+        its guarantee whose GPUs are there in count, free or lent (more borrowers go to make it so): the
+        pool loses no GPUs, only their shape. Empty if nothing does it; the state is left as found."""
+        def fits() -> bool:
+            return self.placement.place(self.state, rec.job, self.rng) is not None
+
+        released: list[tuple[JobRecord, Allocation]] = []
+        for victim in borrowers:
+            if fits():
+                break
+            released.append((victim, self.state.release(victim.job.id)))
+        if not fits():
+            for victim in self._nearest_to_whole(movable):
+                released.append((victim, self.state.release(victim.job.id)))
+                if fits():
+                    break
+        if not fits():
+            for _, alloc in released:
+                self.state.allocate(alloc)
+            return []
+        needed = []
+        for victim, alloc in reversed(released):  # keep back whatever `rec` can do without
+            self.state.allocate(alloc)
+            if not fits():
+                self.state.release(victim.job.id)
+                needed.append((victim, alloc))
+        stranded = self._stranded(rec, [v for v, _ in needed if v.pool is not None])
+        for _, alloc in needed:
+            self.state.allocate(alloc)
+        needed = [v for v, _ in needed]
+        if stranded:  # on-demand jobs left to wait: only for a guarantee, and only for room there in count
+            if self._pool(rec.job) != rec.job.tenant or \
+                    any(v.pool != ON_DEMAND or self._pool(v.job) == v.job.tenant for v in stranded):
+                return []
+            room = self.state.total_gpus - self.state.used_milli / FULL + sum(v.job.gpus for v in needed if v.pool is None)
+            for victim in borrowers:  # more borrowers give back what the waiting jobs lose
+                if room >= rec.job.gpus:
+                    break
+                if victim not in needed:
+                    needed.append(victim)
+                    room += victim.job.gpus
+            if room < rec.job.gpus:
+                return []
+        return [(v, v not in stranded) for v in needed]
+
+    def _nearest_to_whole(self, movable: list[JobRecord]) -> list[JobRecord]:
+        """Jobs to move by the node they would help empty: nodes that only movable jobs (and free GPUs)
+        occupy first, then those with the fewest guaranteed, then on-demand GPUs to move; on a node,
+        on-demand jobs before guaranteed ones, smallest first."""
+        held = self.state.gpu_cap - self.state.whole_free  # GPUs busy per node
+        on = defaultdict(lambda: [0, 0])  # node -> [guaranteed GPUs, on-demand GPUs] of movable jobs
+        for r in movable:
+            alloc = self.state.allocations[r.job.id]
+            for node, gpus in zip(alloc.nodes, alloc.gpus):
+                on[node][r.pool == ON_DEMAND] += len(gpus)
+
+        def key(r: JobRecord) -> tuple:
+            cost = min((held[n] > sum(on[n]), *on[n]) for n in self.state.allocations[r.job.id].nodes)
+            return cost, r.pool != ON_DEMAND, r.job.gpus, -(r.started_s or 0.0)
+        return sorted(movable, key=key)
+
+    def _stranded(self, rec: JobRecord, moved: list[JobRecord]) -> list[JobRecord]:
+        """Of the moved jobs, those that would not fit again at once beside `rec` (placed smallest
+        first; the state is left as found)."""
         trial = [self.placement.place(self.state, rec.job, self.rng)]
         self.state.allocate(trial[0])
-        ok = True
-        for victim, _ in moved:
+        stranded = []
+        for victim in sorted(moved, key=lambda r: r.job.gpus):
             alloc = self.placement.place(self.state, victim.job, self.rng)
             if alloc is None:
-                ok = False
-                break
-            self.state.allocate(alloc)
-            trial.append(alloc)
+                stranded.append(victim)
+            else:
+                self.state.allocate(alloc)
+                trial.append(alloc)
         for alloc in trial:
             self.state.release(alloc.job_id)
-        return ok
+        return stranded
 
     def _preempt_for_better_queues(self, now: float) -> list[Action]:
         """A blocked job displaces running jobs the queue policy ranks below it, if that makes it fit."""
