@@ -40,7 +40,7 @@ def load_fleet(path: str | Path) -> Fleet:
             f"unknown fleet file type {suffix or '(none)'!r}; use .yaml/.yml for a fleet file "
             "or .csv for an Alibaba openb node list",
         )
-    return fleet_from_dict(_read_yaml(path), str(path))
+    return fleet_from_dict(read_yaml(path), str(path))
 
 
 def fleet_from_dict(data: Any, source: str = _DICT_SOURCE) -> Fleet:
@@ -80,7 +80,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -13,6 +13,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -30,7 +31,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NAME_RULE = "use letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     """Rejects unknown keys with a message that names the key and the keys allowed here."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -50,13 +51,31 @@ class _Strict(BaseModel):
         return data
 
 
+def megawatts(field: str) -> AfterValidator:
+    """IT megawatts: none or more (the message names the field)."""
+    def check(value: float) -> float:
+        if value < 0:
+            raise ValueError(f"{field} must be >= 0 megawatts of IT power, got {value}")
+        return value
+    return AfterValidator(check)
+
+
+def _pue(value: float) -> float:
+    if value < 1:
+        raise ValueError(f"pue must be at least 1.0 (facility power / IT power), got {value}")
+    return value
+
+
+PUE = Annotated[float, AfterValidator(_pue)]
+
+
 def _check_name(value: str, what: str) -> str:
     if not _NAME.match(value):
         raise ValueError(f"{what} {value!r} is not a valid name; {_NAME_RULE}")
     return value
 
 
-class _NodeShape(_Strict):
+class _NodeShape(Strict):
     """What every node of a group shares: GPU model and count, CPU, memory, NVLink domains."""
 
     gpu: str
@@ -127,7 +146,7 @@ class NodeGroupSpec(_NodeShape):
         return self
 
 
-class LeafSpec(_Strict):
+class LeafSpec(Strict):
     name: str
     nodes: list[NodeGroupSpec]
 
@@ -178,7 +197,7 @@ Leaves = Annotated[
 ]
 
 
-class FabricSpec(_Strict):
+class FabricSpec(Strict):
     name: str
     leaves: Leaves
 
@@ -188,11 +207,11 @@ class FabricSpec(_Strict):
         return _check_name(value, "fabric name")
 
 
-class SiteSpec(_Strict):
+class SiteSpec(Strict):
     name: str
     kind: Literal["owned", "colocation"] = "owned"
-    it_mw: float = 0.0  # 0 means not tracked
-    pue: float = 1.3
+    it_mw: Annotated[float, megawatts("it_mw")] = 0.0  # 0 means not tracked
+    pue: PUE = 1.3
     fabrics: list[FabricSpec] = []
 
     @field_validator("name")
@@ -200,22 +219,9 @@ class SiteSpec(_Strict):
     def _name(cls, value: str) -> str:
         return _check_name(value, "site name")
 
-    @field_validator("it_mw")
-    @classmethod
-    def _it_mw(cls, value: float) -> float:
-        if value < 0:
-            raise ValueError(f"it_mw must be >= 0 megawatts of IT power, got {value}")
-        return value
-
-    @field_validator("pue")
-    @classmethod
-    def _pue(cls, value: float) -> float:
-        if value < 1:
-            raise ValueError(f"pue must be at least 1.0 (facility power / IT power), got {value}")
-        return value
 
 
-class FleetSpec(_Strict):
+class FleetSpec(Strict):
     name: str
     sites: list[SiteSpec]
 
@@ -233,10 +239,10 @@ def parse_fleet_spec(data: dict[str, Any], source: str) -> FleetSpec:
     try:
         return FleetSpec.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, source) from None
+        raise config_error(exc, source) from None
 
 
-def _config_error(exc: ValidationError, source: str) -> ConfigError:
+def config_error(exc: ValidationError, source: str) -> ConfigError:
     errors = exc.errors(include_url=False)
     first, rest = errors[0], errors[1:]
     path, problem = _describe(first)
