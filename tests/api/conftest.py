@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -120,15 +121,21 @@ def database(request: pytest.FixtureRequest) -> str | None:
     return _postgres_database()
 
 
-@pytest.fixture
-def server(tmp_path: Path, database: str | None) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", database)
+@contextmanager
+def serving(srv: Server) -> Iterator[Server]:
+    """A started server, stopped (and anything it left running killed) at the end."""
     srv.start()
     try:
         yield srv
     finally:
         srv.stop()
         _kill_leftovers(srv.data_dir)
+
+
+@pytest.fixture
+def server(tmp_path: Path, database: str | None) -> Iterator[Server]:
+    with serving(Server(tmp_path / "data", database)) as srv:
+        yield srv
 
 
 def _kill_leftovers(data_dir: Path) -> None:

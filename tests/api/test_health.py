@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from neocloud.client import ApiError
-from tests.api.conftest import Server, _kill_leftovers, wait_for
+from tests.api.conftest import Server, serving, wait_for
 
 # Counts steps, saving each one to its checkpoint directory; a restart resumes from the last step saved.
 TRAINER = ('d=$NEOCLOUD_CHECKPOINT_DIR; mkdir -p "$d"; step=$(cat "$d/step" 2>/dev/null || echo 0); '
@@ -80,13 +80,8 @@ def test_a_node_goes_through_triage_repair_and_burn_in_back_to_production(server
 
 
 def _server(tmp_path: Path, *args: str) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", None, args=args)
-    srv.start()
-    try:
+    with serving(Server(tmp_path / "data", None, args=args)) as srv:
         yield srv
-    finally:
-        srv.stop()
-        _kill_leftovers(srv.data_dir)
 
 
 @pytest.fixture

@@ -28,7 +28,14 @@ class Principal:
 def identify(request: Request) -> Principal | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer":
+        return None
+    return holder(request, token)
+
+
+def holder(request: Request, token: str) -> Principal | None:
+    """Whose token this is, if anyone's."""
+    if not token.strip():
         return None
     d = digest(token.strip())
     service = request.app.state.service

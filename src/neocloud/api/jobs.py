@@ -116,18 +116,23 @@ def logs(job_id: JobId, request: Request, who: Caller,
                    done=row.state not in ("PENDING", "RUNNING"))
 
 
+WHY_DEPTH = 200  # queued jobs whose reason for waiting is worked out (each costs a placement)
+
+
 @router.get("/queue", response_model=list[QueueEntry])
 async def queue(request: Request, who: Caller) -> list[QueueEntry]:
     service = request.app.state.service
 
     def read(sched) -> list[tuple]:  # noqa: ANN001 - the scheduler, read in the loop's thread
-        return [(rec.job.id, rec.job.tenant, rec.job.name, rec.job.priority.value, rec.job.gpus, rec.job.submit_s)
-                for rec in sched.queue.order(sched.usage)]
+        return [(rec.job.id, rec.job.tenant, rec.job.name, rec.job.priority.value, rec.job.gpus, rec.job.submit_s,
+                 sched.why_waiting(rec.job.id) if i < WHY_DEPTH else "")
+                for i, rec in enumerate(sched.queue.order(sched.usage))]
 
     waiting = await wrap_future(service.controller.view(read))
     now = service.controller.clock()
-    return [QueueEntry(position=i + 1, id=int(jid), tenant=t, name=name, priority=p, gpus=g, waiting_s=max(now - sub, 0))
-            for i, (jid, t, name, p, g, sub) in enumerate(waiting) if who.admin or t == who.tenant]
+    return [QueueEntry(position=i + 1, id=int(jid), tenant=t, name=name, priority=p, gpus=g, waiting_s=max(now - sub, 0),
+                       reason=why)
+            for i, (jid, t, name, p, g, sub, why) in enumerate(waiting) if who.admin or t == who.tenant]
 
 
 def _decode(data: bytes) -> tuple[str, int]:

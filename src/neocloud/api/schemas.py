@@ -296,6 +296,7 @@ class QueueEntry(BaseModel):
     priority: str
     gpus: float
     waiting_s: float
+    reason: str = ""  # why it waits: quota, capacity, topology, shape, reservation, held
 
 
 class TenantIn(BaseModel):

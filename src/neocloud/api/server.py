@@ -20,8 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from neocloud.api import admin, billing, goodput, jobs, nodes
-from neocloud.api.auth import identify
+from neocloud.api import admin, billing, capacity, goodput, jobs, nodes
+from neocloud.web import dashboard
+from neocloud.api.auth import holder, identify
 from neocloud.backends import Backend, make_backend
 from neocloud.control.controller import Conflict, Controller, NotFound, digest
 from neocloud.errors import NeocloudError, SchedulingError
@@ -135,8 +136,11 @@ def create_app(service: Service) -> FastAPI:
     app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan,
                   description="The control plane of a GPU cloud: jobs, nodes, tenants.")
     app.state.service = service
-    for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, admin.router):
+    app.state.twin_reports = []  # the dashboard's last two twin runs, side by side
+    for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
+                   admin.router, dashboard.router):
         app.include_router(router)
+    app.add_exception_handler(dashboard.Login, dashboard.login_redirect)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> JSONResponse:
@@ -183,6 +187,8 @@ class AuditLog:
 
     def _record(self, request: Request, status: int) -> None:
         who = identify(request)
+        if who is None and request.url.path.startswith("/ui/"):  # the dashboard's own forms
+            who = holder(request, request.cookies.get(dashboard.COOKIE, ""))
         entry = {"actor": who.name if who else "anonymous", "method": request.method,
                  "path": request.url.path[:2048], "client": request.client.host if request.client else "",
                  "status": status, "detail": ""}

@@ -114,11 +114,11 @@ def cancel(job_id: int, server: Server = None, token: Token = None) -> None:
 
 @app.command()
 def queue(server: Server = None, token: Token = None) -> None:
-    """Pending jobs in the order the scheduler will try them."""
-    table = Table("#", "id", "name", "tenant", "priority", "GPUs", "waiting")
+    """Pending jobs in the order the scheduler will try them, and why each waits."""
+    table = Table("#", "id", "name", "tenant", "priority", "GPUs", "waiting", "why")
     for q in _client(server, token).queue():
         table.add_row(str(q["position"]), str(q["id"]), q["name"], q["tenant"], q["priority"], f"{q['gpus']:g}",
-                      f"{q['waiting_s']:.0f} s")
+                      f"{q['waiting_s']:.0f} s", q.get("reason", ""))
     console.print(table)
 
 

@@ -252,4 +252,4 @@ def _print_report(report: dict) -> None:
 
 
 # These modules add their commands to `app`.
-from neocloud.cli import billing as _billing, check as _check, jobs as _jobs, service as _service  # noqa: E402, F401
+from neocloud.cli import billing as _billing, capacity as _capacity, check as _check, jobs as _jobs, service as _service  # noqa: E402, F401, I001

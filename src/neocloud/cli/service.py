@@ -39,7 +39,7 @@ def up(
                            spares_per_fabric=spares_per_fabric, check_every_s=check_every,
                            check_command=check_command)
     token = "NEOCLOUD_ADMIN_TOKEN" if os.environ.get("NEOCLOUD_ADMIN_TOKEN") else str(directory / "admin.token")
-    err.print(f"neocloud up: http://{host}:{port} (API docs at /docs) | fleet {service.fleet.name}: "
+    err.print(f"neocloud up: http://{host}:{port} (dashboard at /ui, API docs at /docs) | fleet {service.fleet.name}: "
               f"{len(service.fleet.nodes)} node(s), {service.fleet.total_gpus} GPU(s) | backend {backend} | "
               f"data {directory} | admin token in {token}", highlight=False)
     serve(service, host, port)

@@ -101,6 +101,7 @@ class Controller:
         self.sched = Scheduler(fleet, queue=queue_policy, placement=placement)
         self.tick_s = tick_s
         self.clock = clock
+        self.started_at = clock()
         self.metrics = Metrics()
         self.node_ids = {n.name: n.id for n in fleet.nodes}
         self.nodes = Nodes(fleet, self.sched.state, self.metrics, spares_per_fabric=spares_per_fabric)
