@@ -102,3 +102,17 @@ def test_the_example_reports_its_target_and_backtest() -> None:
     revenue_weeks = [c for c in plan["contracts"] if c["customer"] == "cust-d"]
     assert revenue_weeks[0]["revenue_at_risk_mean"] == pytest.approx(
         revenue_weeks[0]["short_mw_weeks_mean"] * 12e6 / 52)
+
+
+def test_each_draw_is_repaid_over_the_debt_term_and_no_more() -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["horizon"] = "2030-12-31"
+    data["finance"]["debt_years"] = 1  # four quarters
+    p = pipeline_from_dict(data)
+    fin = summarise(p, simulate(p, 500, seed=0))["finance"]
+    for q, row in enumerate(fin):
+        drawn = sum(r["debt_drawn"] for r in fin[: q + 1])
+        repaid = sum(r["debt_drawn"] * min(max(q - i, 0), 4) / 4 for i, r in enumerate(fin[: q + 1]))
+        assert row["debt_outstanding"] == pytest.approx(drawn - repaid, abs=1e-3)
+    peak = max(r["debt_outstanding"] for r in fin)
+    assert all(r["debt_outstanding"] >= -1e-3 for r in fin) and fin[-1]["debt_outstanding"] < 0.01 * peak

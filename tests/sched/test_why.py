@@ -41,3 +41,13 @@ def test_quota_and_held() -> None:
     assert _waiting(sched, Job("more", 8, tenant="b")).startswith("quota: beyond its tenant's guarantee")
     sched.hold("more")
     assert sched.why_waiting("more").startswith("held")
+
+
+def test_guarantees_now() -> None:
+    sched = Scheduler(make_fleet(nodes_per_leaf=2), quotas={"owner": 8})
+    _adopt(sched, Job("pool", 8, tenant="b"), (0,), 8)  # the on-demand pool, full
+    sched.submit(Job("mine", 4, tenant="owner"), 0)
+    sched.submit(Job("more", 8, tenant="owner"), 0)
+    assert sched.guarantees() == {"owner": {"guaranteed": 8, "within": 0, "beyond": 0, "waiting": 4}}  # room for one
+    sched.schedule(1)  # "mine" starts within; "more" would borrow, and 4 GPUs are free
+    assert sched.guarantees() == {"owner": {"guaranteed": 8, "within": 4, "beyond": 0, "waiting": 0}}

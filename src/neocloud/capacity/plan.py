@@ -172,10 +172,11 @@ def _finance(pipeline: Pipeline, sc: Scenarios, gpus: np.ndarray, quarter_ends: 
     week_quarter = np.searchsorted(bounds, 7.0 * np.arange(len(revenue_week)))
     revenue = np.bincount(week_quarter, weights=revenue_week, minlength=nq + 1)
     out, outstanding, draws = [], 0.0, []
+    term = max(round(f.debt_years * 4), 1)  # quarters over which each draw is repaid, from the next one
     for q, end in enumerate(quarter_ends):
         debt = capex[q] * f.debt_share
         interest = outstanding * f.debt_rate / 4
-        repaid = sum(d / (f.debt_years * 4) for d in draws)
+        repaid = sum(d / term for d in draws[-term:])
         outstanding += debt - repaid
         draws.append(debt)
         service = interest + repaid

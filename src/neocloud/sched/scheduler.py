@@ -234,6 +234,18 @@ class Scheduler:
         self._demote_due(now)
         return self._wakeups[0][0] if self._wakeups else None
 
+    def guarantees(self) -> dict[str, dict[str, float]]:
+        """Each tenant's guarantee now: GPUs guaranteed, held within it, held beyond it (borrowed or in
+        the on-demand pool), and asked for by its waiting jobs that would run within it."""
+        waiting: dict[str, float] = defaultdict(float)
+        for rec in self.queue.order(self.usage):  # in queue order, as many as its guarantee has room for
+            t = rec.job.tenant
+            if rec.job.priority is not PriorityClass.SPOT and \
+                    self.pool_use[t] + waiting[t] + rec.job.gpus <= self.quotas.get(t, 0):
+                waiting[t] += rec.job.gpus
+        return {t: {"guaranteed": g, "within": self.pool_use[t], "beyond": self.usage[t] - self.pool_use[t],
+                    "waiting": waiting[t]} for t, g in sorted(self.quotas.items())}
+
     def why_waiting(self, job_id: str) -> str:
         """Why a pending job is not running, in a user's words: held, quota, capacity, topology, shape,
         or a reservation (it fits, but backfill keeps those GPUs for an earlier job)."""

@@ -9,11 +9,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
 from neocloud.errors import NeocloudError
-
-_env = Environment(loader=PackageLoader("neocloud.web"), autoescape=select_autoescape(), undefined=StrictUndefined)
+from neocloud.web import templates
 
 
 def chart_js() -> str:
@@ -23,7 +20,7 @@ def chart_js() -> str:
 def report_html(plan: dict[str, Any]) -> str:
     risk = sum(c["revenue_at_risk_mean"] for c in plan["contracts"])
     data = json.dumps({k: plan[k] for k in ("weekly", "contracted_mw", "target")}).replace("</", "<\\/")
-    return _env.get_template("capacity.html").render(plan=plan, revenue_at_risk=risk, data=data, chartjs=chart_js())
+    return templates.get_template("capacity.html").render(plan=plan, revenue_at_risk=risk, data=data, chartjs=chart_js())
 
 
 def fan_chart_png(plan: dict[str, Any], path: Path) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from asyncio import wrap_future
 import threading
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +15,6 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -24,14 +23,13 @@ from neocloud.api.auth import Principal, holder
 from neocloud.api.schemas import JobSpec
 from neocloud.errors import NeocloudError
 from neocloud.store.tables import UsageRow
+from neocloud.web import templates
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 COOKIE = "neocloud_token"
+LOG_TAIL = 20_000  # bytes of a job's output its page shows
 STATIC = Path(__file__).parent / "static"
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-_env = Environment(loader=PackageLoader("neocloud.web"), autoescape=select_autoescape(), undefined=StrictUndefined)
-_env.filters["when"] = lambda t: "" if t is None else dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-_env.filters["num"] = lambda v, d=0: f"{v:,.{d}f}"
 SAMPLE = """name: hello
 command: |
   echo "hello from job $NEOCLOUD_JOB_ID on $NEOCLOUD_NODE"
@@ -53,7 +51,7 @@ def _who(request: Request) -> Principal:
 
 
 def _page(request: Request, template: str, who: Principal | None, **context: Any) -> HTMLResponse:
-    html = _env.get_template(template).render(who=who, path=request.url.path, **context)
+    html = templates.get_template(template).render(who=who, path=request.url.path, **context)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
@@ -70,8 +68,8 @@ def static(name: str) -> FileResponse:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str = "/ui/fleet", error: str = "") -> HTMLResponse:  # noqa: A002
-    return _page(request, "login.html", None, next=next if next.startswith("/ui/") else "/ui/fleet", error=error)
+def login_page(request: Request, next: str = "/ui/fleet") -> HTMLResponse:  # noqa: A002
+    return _page(request, "login.html", None, next=next if next.startswith("/ui/") else "/ui/fleet", error="")
 
 
 @router.post("/login")
@@ -154,11 +152,17 @@ async def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)
         parsed = JobSpec.model_validate(yaml.safe_load(spec) or {})
         created = await jobs.submit(parsed, request, who)
     except (yaml.YAMLError, ValidationError, HTTPException, NeocloudError) as e:
-        message = e.detail if isinstance(e, HTTPException) else "; ".join(
-            f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors(include_url=False)) \
-            if isinstance(e, ValidationError) else str(e)
-        return _page(request, "jobs.html", who, sample=SAMPLE, error=message, spec=spec, **await _work(request, who))
+        return _page(request, "jobs.html", who, sample=SAMPLE, error=_message(e), spec=spec, **await _work(request, who))
     return RedirectResponse(f"/ui/jobs/{json.loads(created.body)['id']}", status_code=303)
+
+
+def _message(e: Exception) -> str:
+    """What to fix, in one line, whichever layer refused."""
+    if isinstance(e, HTTPException):
+        return str(e.detail)
+    if isinstance(e, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors(include_url=False))
+    return str(e)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -179,9 +183,12 @@ def job_live(job_id: int, request: Request) -> HTMLResponse:
         row = jobs.get_job(job_id, request, who)
     except HTTPException:
         return _page(request, "missing.html", who, what=f"no job {job_id}")
-    out = jobs.logs(job_id, request, who, limit=jobs.MAX_LOG_CHUNK) if row.attempts else None
-    return _page(request, "job_live.html", who, job=row, events=jobs.events(job_id, request, who),
-                 log=out.text[-20_000:] if out else "")
+    log = ""
+    if row.attempts:  # the tail of rank 0's output
+        path = Path(request.app.state.service.backend.log_path(job_id, 0, "stdout"))
+        size = path.stat().st_size if path.exists() else 0
+        log = jobs.logs(job_id, request, who, offset=max(size - LOG_TAIL, 0), limit=LOG_TAIL).text
+    return _page(request, "job_live.html", who, job=row, events=jobs.events(job_id, request, who), log=log)
 
 
 @router.post("/jobs/{job_id}/cancel")
@@ -230,9 +237,15 @@ async def performance(request: Request, hours: float = 6.0) -> HTMLResponse:
                  uptime=max(now - service.controller.started_at, 1e-9))
 
 
+async def _guarantees(request: Request, who: Principal) -> list[dict[str, Any]]:
+    now = await wrap_future(request.app.state.service.controller.view(lambda sched: sched.guarantees()))
+    return [{"tenant": t, **g} for t, g in now.items() if who.admin or t == who.tenant]
+
+
 @router.get("/business", response_class=HTMLResponse)
-def business(request: Request) -> HTMLResponse:
+async def business(request: Request) -> HTMLResponse:
     who = _who(request)
+    guarantees = await _guarantees(request, who)
     contracts = billing.list_contracts(request, who)
     month = dt.datetime.fromtimestamp(request.app.state.service.controller.clock(), dt.UTC).strftime("%Y-%m")
     tenants = sorted({c.tenant for c in contracts}) if who.admin else [who.tenant]
@@ -243,7 +256,8 @@ def business(request: Request) -> HTMLResponse:
         except (HTTPException, NeocloudError) as e:  # e.g. usage with no price set: say so, in its place
             invoices.append({"tenant": tenant, "error": e.detail if isinstance(e, HTTPException) else str(e)})
     backlog = billing.get_backlog(request, who) if who.admin else None
-    return _page(request, "business.html", who, contracts=contracts, invoices=invoices, backlog=backlog,
+    return _page(request, "business.html", who, contracts=contracts, guarantees=guarantees, invoices=invoices,
+                 backlog=backlog,
                  backlog_json=json.dumps(backlog or {}, default=str), month=month)
 
 
@@ -299,11 +313,9 @@ def twin_run(request: Request, trace: Annotated[str, Form()], fleet_file: Annota
         return _page(request, "twin.html", who, reports=reports, error="pick a trace and a fleet from the lists",
                      traces=_traces(), fleets=_fleets())
     try:
-        with TWIN_LOCK:
-            started = time.perf_counter()
+        with TWIN_LOCK:  # one replay at a time: it is CPU-bound
             report = simulate(load_fleet(EXAMPLES / "fleets" / fleet_file), load_trace(EXAMPLES / "traces" / trace),
                               policy=policy, placement=placement).to_dict()
-            report["wall_s"] = time.perf_counter() - started
     except NeocloudError as e:
         return _page(request, "twin.html", who, reports=reports, error=str(e), traces=_traces(), fleets=_fleets())
     reports.append({"trace": trace, "fleet": fleet_file, **report})
