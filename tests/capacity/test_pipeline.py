@@ -77,6 +77,9 @@ def test_invalid_pipelines_are_refused_with_what_to_fix() -> None:
         (lambda d: d["projects"][0].update(gpu="Z9000"), "unknown GPU type 'Z9000'"),
         (lambda d: d["projects"].append(dict(d["projects"][0])), "project names must be unique; repeated: denton-2"),
         (lambda d: d.update(colour="blue"), "unknown key 'colour'"),
+        (lambda d: d["projects"][0].update(phases={"shell": ["2025-01-01", "2025-06-01"],
+                                                   "burn_in": ["2025-09-01", "2025-09-20"]}),
+         "planned live on or before as_of; count its MW in its site's live_mw"),
     ]:
         bad = copy.deepcopy(data)
         change(bad)

@@ -158,6 +158,9 @@ def check(pipeline: Pipeline) -> None:
     for p in pipeline.projects:
         if p.site not in sites:
             raise NeocloudError(f"pipeline: project {p.name!r}: unknown site {p.site!r}; sites: {', '.join(sorted(sites))}")
+        if p.planned_live <= 0:
+            raise NeocloudError(f"pipeline: project {p.name!r} is planned live on or before as_of; count its MW "
+                                f"in its site's live_mw instead")
         for other in p.after:
             if other not in known:
                 raise NeocloudError(f"pipeline: project {p.name!r}: after {other!r}, which is no project")
