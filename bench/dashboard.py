@@ -77,6 +77,14 @@ class Up:
         self.api = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
 
     def stop(self) -> None:
+        """Cancel what still runs (jobs outlive their server by design), then stop the server."""
+        live = [j["id"] for state in ("PENDING", "RUNNING")
+                for j in self.api.get("/v1/jobs", params={"state": state, "limit": 1000}).json()]
+        for job in live:
+            self.api.delete(f"/v1/jobs/{job}")
+        deadline = time.monotonic() + 30
+        while live and time.monotonic() < deadline and self.api.get("/v1/jobs", params={"state": "RUNNING"}).json():
+            time.sleep(0.5)
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(timeout=30)
         shutil.rmtree(self.dir, ignore_errors=True)
