@@ -7,13 +7,13 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from neocloud.errors import NeocloudError
-from neocloud.model.catalog import gpu_type
+from neocloud.fleet.schema import known_gpu
 from neocloud.model.job import PriorityClass
 
 NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+GpuType = Annotated[str, Field(max_length=64), AfterValidator(known_gpu)]  # a catalog model, by its own name
 NAME_RULE = "1-63 letters, digits, '.', '_' or '-', beginning and ending with a letter or digit"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -58,7 +58,7 @@ class JobSpec(BaseModel):
     command: str | list[str] = Field(description="A shell command line, or an argv list.")
     gpus: float = Field(default=1, ge=0, le=MAX_GPUS, description="Whole GPUs, or a fraction of one (< 1).")
     gpus_per_node: int | None = Field(default=None, ge=1, le=1024)
-    gpu_type: str | None = Field(default=None, max_length=64, description="A catalog GPU model; any if unset.")
+    gpu_type: GpuType | None = Field(default=None, description="A catalog GPU model; any if unset.")
     priority: PriorityClass = PriorityClass.ON_DEMAND
     estimated_duration: Duration = None
     checkpoint_interval: float | Literal["auto"] | None = Field(
@@ -102,16 +102,6 @@ class JobSpec(BaseModel):
             if "\x00" in value or len(value) > 32_768:
                 raise ValueError(f"environment variable {key!r}: value has a NUL or is over 32 KiB")
         return v
-
-    @field_validator("gpu_type")
-    @classmethod
-    def _gpu_type(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        try:
-            return gpu_type(v).name
-        except NeocloudError as e:
-            raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
     def _shape(self) -> JobSpec:
@@ -372,7 +362,7 @@ class ContractIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tenant: str = Field(max_length=63, description=NAME_RULE)
-    gpu_type: str = Field(max_length=64, description="A catalog GPU model.")
+    gpu_type: GpuType = Field(description="A catalog GPU model.")
     gpus: int = Field(ge=1, le=MAX_GPUS, description="GPUs reserved for the whole term.")
     start: Time
     end: Time
@@ -384,14 +374,6 @@ class ContractIn(BaseModel):
 
     _tenant = field_validator("tenant")(classmethod(lambda cls, v: name(v)))
     _times = field_validator("start", "end", mode="before")(classmethod(lambda cls, v: _instant(v)))
-
-    @field_validator("gpu_type")
-    @classmethod
-    def _gpu(cls, v: str) -> str:
-        try:
-            return gpu_type(v).name
-        except NeocloudError as e:
-            raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
     def _term(self) -> ContractIn:
@@ -441,8 +423,7 @@ class ContractOut(BaseModel):
 class PriceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    gpu_type: str = Field(max_length=64)
+    gpu_type: GpuType
     usage_class: Literal["on-demand", "spot"]
     price_per_gpu_hour: Money
 
-    _gpu = field_validator("gpu_type")(classmethod(lambda cls, v: ContractIn._gpu(v)))

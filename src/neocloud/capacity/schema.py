@@ -25,7 +25,7 @@ from neocloud.capacity.pipeline import (
 )
 from neocloud.errors import ConfigError, NeocloudError
 from neocloud.fleet.loader import read_yaml
-from neocloud.fleet.schema import PUE, Strict, config_error, megawatts
+from neocloud.fleet.schema import PUE, Strict, config_error, known_gpu, megawatts
 from neocloud.model.catalog import gpu_type
 
 
@@ -56,17 +56,14 @@ class DelaySpec(Strict):
         return value
 
 
-def _known_gpu(value: str) -> str:
-    try:
-        gpu = gpu_type(value)
-    except NeocloudError as exc:
-        raise ValueError(str(exc)) from None
-    if gpu.system_kw <= 0:
+def _powered_gpu(value: str) -> str:
+    name = known_gpu(value)
+    if gpu_type(name).system_kw <= 0:
         raise ValueError(f"GPU type {value!r} has no published power per system; pick one that does")
-    return gpu.name
+    return name
 
 
-GpuName = Annotated[str, AfterValidator(_known_gpu)]  # a catalog type with a power: planned in MW
+GpuName = Annotated[str, AfterValidator(_powered_gpu)]  # a catalog type with a power: planned in MW
 
 
 class SiteSpec(Strict):

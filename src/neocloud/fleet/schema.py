@@ -75,22 +75,25 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+def known_gpu(value: str) -> str:
+    """A catalog GPU type's own name; for pydantic, a ValueError that lists the known types."""
+    try:
+        return gpu_type(value).name
+    except NeocloudError as exc:
+        raise ValueError(str(exc)) from None
+
+
+GpuTypeName = Annotated[str, AfterValidator(known_gpu)]
+
+
 class _NodeShape(Strict):
     """What every node of a group shares: GPU model and count, CPU, memory, NVLink domains."""
 
-    gpu: str
+    gpu: GpuTypeName
     gpus: int
     cpu_milli: int = 0
     memory_mib: int = 0
     nvlink_domain_size: int | None = None  # nodes per NVLink domain (18 for GB200 NVL72)
-
-    @field_validator("gpu")
-    @classmethod
-    def _known_gpu(cls, value: str) -> str:
-        try:
-            return gpu_type(value).name
-        except NeocloudError as exc:
-            raise ValueError(str(exc)) from None
 
     @field_validator("gpus")
     @classmethod
