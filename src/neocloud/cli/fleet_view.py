@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from neocloud.model.catalog import GpuType
-from neocloud.model.fleet import Fleet, Node
+from neocloud.model.fleet import Fleet
 
 _DASH = "—"
 
@@ -28,13 +28,6 @@ def fleet_summary(fleet: Fleet, max_leaf_rows: int = 32) -> Group:
         tables.append(Text(f"({len(fleet.leaves)} leaves: per-leaf table omitted)", style="dim"))
     tables += [_gpu_types(fleet), _totals(fleet)]
     return Group(*tables)
-
-
-def _node_kw(node: Node) -> float:
-    """Same formula as Fleet.it_power_kw, for one node."""
-    if node.gpu is None:
-        return 0.0
-    return node.gpu.system_kw * node.gpus / node.gpu.gpus_per_system
 
 
 def _site_index(fleet: Fleet) -> list[int]:
@@ -53,7 +46,7 @@ def _site_load(fleet: Fleet) -> tuple[Counter[int], Counter[int], defaultdict[in
         s = fabric_site[fleet.leaves[n.leaf].fabric]
         nodes[s] += 1
         gpus[s] += n.gpus
-        kw[s] += _node_kw(n)
+        kw[s] += n.it_kw
     return nodes, gpus, kw
 
 
@@ -161,7 +154,7 @@ def _gpu_types(fleet: Fleet) -> Table:
     for n in fleet.nodes:
         if n.gpu is not None and n.gpus:
             nodes[n.gpu.name] += 1
-            kw[n.gpu.name] += _node_kw(n)
+            kw[n.gpu.name] += n.it_kw
             catalog[n.gpu.name] = n.gpu
     for name, count in fleet.gpus_by_type().most_common():
         t = catalog[name]

@@ -43,6 +43,11 @@ class Node:
     memory_mib: int = 0  # 0 = not tracked
     nvlink_domain: str | None = None
 
+    @property
+    def it_kw(self) -> float:
+        """Power its GPU systems draw at full load, from the catalog's per-system figure."""
+        return self.gpu.system_kw * self.gpus / self.gpu.gpus_per_system if self.gpu else 0.0
+
 
 @dataclass(slots=True)
 class Fleet:
@@ -73,5 +78,5 @@ class Fleet:
 
     def it_power_kw(self) -> float:
         """Power the GPU systems draw at full load, from the catalog's per-system figure."""
-        return sum(n.gpu.system_kw * n.gpus / n.gpu.gpus_per_system for n in self.nodes if n.gpu)
+        return sum(n.it_kw for n in self.nodes)
 

@@ -109,11 +109,12 @@ async def fleet(request: Request) -> HTMLResponse:
     for n in all_nodes:
         by_type[n.gpu_type or "none"][0] += n.gpus
         by_type[n.gpu_type or "none"][1] += n.gpus_free
-    sites = []
-    for site in service.fleet.sites:
-        kw = sum((n.gpu.system_kw * n.gpus / n.gpu.gpus_per_system) for n in service.fleet.nodes
-                 if n.gpu is not None and service.fleet.fabrics[service.fleet.leaves[n.leaf].fabric].site == site.name)
-        sites.append({"name": site.name, "kind": site.kind, "it_mw": site.it_mw, "pue": site.pue, "drawn_mw": kw / 1000})
+    fl = service.fleet
+    kw: dict[str, float] = defaultdict(float)
+    for n in fl.nodes:
+        kw[fl.fabrics[fl.leaves[n.leaf].fabric].site] += n.it_kw
+    sites = [{"name": s.name, "kind": s.kind, "it_mw": s.it_mw, "pue": s.pue, "drawn_mw": kw[s.name] / 1000}
+             for s in fl.sites]
     return _page(request, "fleet.html", who, layout=layout, states=states, by_type=dict(by_type), sites=sites,
                  total=len(all_nodes))
 
@@ -167,17 +168,16 @@ def _message(e: Exception) -> str:
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job(job_id: int, request: Request) -> HTMLResponse:
-    who = _who(request)
-    try:
-        row = jobs.get_job(job_id, request, who)
-    except HTTPException:
-        return _page(request, "missing.html", who, what=f"no job {job_id}")
-    return _page(request, "job.html", who, job=row, events=jobs.events(job_id, request, who))
+    return _job(job_id, request, "job.html")
 
 
 @router.get("/jobs/{job_id}/live", response_class=HTMLResponse)
 def job_live(job_id: int, request: Request) -> HTMLResponse:
     """The parts of a job's page that move: its state, events and log tail."""
+    return _job(job_id, request, "job_live.html")
+
+
+def _job(job_id: int, request: Request, template: str) -> HTMLResponse:
     who = _who(request)
     try:
         row = jobs.get_job(job_id, request, who)
@@ -188,7 +188,7 @@ def job_live(job_id: int, request: Request) -> HTMLResponse:
         path = Path(request.app.state.service.backend.log_path(job_id, 0, "stdout"))
         size = path.stat().st_size if path.exists() else 0
         log = jobs.logs(job_id, request, who, offset=max(size - LOG_TAIL, 0), limit=LOG_TAIL).text
-    return _page(request, "job_live.html", who, job=row, events=jobs.events(job_id, request, who), log=log)
+    return _page(request, template, who, job=row, events=jobs.events(job_id, request, who), log=log)
 
 
 @router.post("/jobs/{job_id}/cancel")
