@@ -73,7 +73,8 @@ def simulate(pipeline: Pipeline, runs: int = 10_000, seed: int = 0, correlated: 
     live = np.zeros((runs, n), dtype=np.float32)
     hardware = np.zeros((runs, n), dtype=np.float32)
     building = np.zeros((runs, n), dtype=np.float32)
-    left = [len(p.phases) for p in projects]
+    left = [len(p.phases) for p in projects]  # phases still to walk, per project
+    finished = 0
     for i, k in order(pipeline):
         ph = projects[i].phases[k]
         slip = np.zeros(runs)  # what the phases it waits for slipped, beyond its slack in the plan
@@ -98,8 +99,10 @@ def simulate(pipeline: Pipeline, runs: int = 10_000, seed: int = 0, correlated: 
         if ph.name in ("shell", "cooling"):
             building[:, i] = np.maximum(building[:, i], done)
         left[i] -= 1
-        if progress is not None and not left[i]:
-            progress(n - sum(1 for x in left if x), n)
+        if not left[i]:
+            finished += 1
+            if progress is not None:
+                progress(finished, n)
     for i, p in enumerate(projects):  # a project without those phases pays when it goes live
         names = {ph.name for ph in p.phases}
         if "hardware" not in names:

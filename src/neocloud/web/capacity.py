@@ -17,9 +17,14 @@ def chart_js() -> str:
     return files("neocloud.web").joinpath("static/chart.umd.min.js").read_text(encoding="utf-8")
 
 
+def chart_data(plan: dict[str, Any]) -> str:
+    """What the fan chart draws, as JSON safe inside a <script> element."""
+    return json.dumps({k: plan[k] for k in ("weekly", "contracted_mw", "target")}).replace("</", "<\\/")
+
+
 def report_html(plan: dict[str, Any]) -> str:
     risk = sum(c["revenue_at_risk_mean"] for c in plan["contracts"])
-    data = json.dumps({k: plan[k] for k in ("weekly", "contracted_mw", "target")}).replace("</", "<\\/")
+    data = chart_data(plan)
     return templates.get_template("capacity.html").render(plan=plan, revenue_at_risk=risk, data=data, chartjs=chart_js())
 
 

@@ -24,6 +24,7 @@ from neocloud.api.schemas import JobSpec
 from neocloud.errors import NeocloudError
 from neocloud.store.tables import UsageRow
 from neocloud.web import templates
+from neocloud.web.capacity import chart_data
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 COOKIE = "neocloud_token"
@@ -285,7 +286,7 @@ def capacity_plan(request: Request, pipeline: Annotated[str, Form(max_length=1_0
     except (yaml.YAMLError, NeocloudError) as e:
         return _page(request, "capacity_page.html", who, plan=None, data="{}", pipeline=pipeline, error=str(e))
     plan = summarise(p, simulate(p, runs, 0))
-    data = json.dumps({k: plan[k] for k in ("weekly", "contracted_mw", "target")}).replace("</", "<\\/")
+    data = chart_data(plan)
     return _page(request, "capacity_page.html", who, plan=plan, data=data, pipeline=pipeline, error="")
 
 
