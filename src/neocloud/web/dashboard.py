@@ -101,7 +101,7 @@ def home() -> Response:
 async def fleet(request: Request) -> HTMLResponse:
     who = _who(request)
     service = request.app.state.service
-    all_nodes = await nodes._nodes(request, who)
+    all_nodes = await nodes.list_nodes(request, who)
     layout: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for n in all_nodes:
         layout[f"{n.site} / {n.fabric}"][n.leaf].append(n)
@@ -227,7 +227,7 @@ async def performance(request: Request, hours: float = 6.0) -> HTMLResponse:
         for i in range(max(int((start - t0) // step), 0), min(int((end - t0) // step) + 1, BUCKETS)):
             lo = t0 + i * step
             allocated[i] += gpus * max(min(end, lo + step) - max(start, lo), 0.0) / step
-    all_nodes = await nodes._nodes(request, who)
+    all_nodes = await nodes.list_nodes(request, who)
     total = sum(n.gpus for n in all_nodes) or 1
     free = sum(n.gpus_free for n in all_nodes)
     stranded = sum(n.gpus_free for n in all_nodes if 0 < n.gpus_free < n.gpus and n.state in ("MIXED", "IDLE"))
