@@ -45,13 +45,13 @@ sites:
 """
 
 
-def start(data_dir: Path, database_url: str | None) -> tuple[subprocess.Popen, str]:
+def start(data_dir: Path, database_url: str | None, *args: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     (data_dir / "fleet.yaml").write_text(FLEET)
     cmd = [sys.executable, "-m", "neocloud", "up", "--data-dir", str(data_dir), "--port", str(port),
-           "--fleet", str(data_dir / "fleet.yaml")]
+           "--fleet", str(data_dir / "fleet.yaml"), *args]
     if database_url:
         cmd += ["--database-url", database_url]
     proc = subprocess.Popen(cmd, env={**os.environ, "NEOCLOUD_ADMIN_TOKEN": TOKEN},

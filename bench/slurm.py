@@ -134,6 +134,7 @@ def main() -> None:
         sys.exit(f"cannot start the Slurm cluster: {why}")
     jobs = workload(args.trace, args.jobs, args.scale, args.load)
     root = Path(tempfile.mkdtemp(prefix="bench-slurm-"))
+    root.chmod(0o755)  # neocloud runs each job as its tenant's user, who must reach the cluster's spool
     cluster = SlurmCluster(root / "cluster", cpus=PER_NODE, scheduler="bf_interval=1,bf_resolution=1")
     results, lat = {}, {}
     cluster.start()
@@ -145,12 +146,14 @@ def main() -> None:
         results["Slurm (backfill + topology/tree)"] = measure(jobs, stamps, replay(jobs, stamps, submit))
         lat["Slurm"] = latency(stamps, submit)
 
-        server = Server(root / "neocloud", None, backend="slurm", env={"SLURM_CONF": str(cluster.conf)})
+        server = Server(root / "neocloud", None, backend="slurm", env={"SLURM_CONF": str(cluster.conf)},
+                        args=("--jobs-dir", str(root / "neocloud-jobs")))
         server.start()
         try:
             client = server.client()
             stamps = root / "neocloud-stamps"
             stamps.mkdir()
+            stamps.chmod(0o777)  # written by the jobs, as the tenant's user
             submit = lambda w, cmd: client.submit(spec(w, cmd))
             print("through neocloud", flush=True)
             results["neocloud (default queue + placement) on Slurm"] = measure(jobs, stamps,

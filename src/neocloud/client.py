@@ -140,8 +140,23 @@ class Client:
     def create_tenant(self, name: str) -> dict[str, Any]:
         return self._call("POST", "/v1/tenants", json={"name": name})
 
-    def create_token(self, tenant: str, label: str = "") -> str:
-        return self._call("POST", f"/v1/tenants/{tenant}/tokens", json={"label": label})["token"]
+    def create_token(self, tenant: str, label: str = "", expires_in: str | float | None = None) -> str:
+        """A new token for the tenant (its secret, shown only this once)."""
+        return self.issue_token(tenant, label, expires_in)["token"]
+
+    def issue_token(self, tenant: str, label: str = "", expires_in: str | float | None = None) -> dict[str, Any]:
+        """A new token for the tenant with its id and expiry; `expires_in` is seconds or '30d'-style."""
+        body: dict[str, Any] = {"label": label}
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return self._call("POST", f"/v1/tenants/{tenant}/tokens", json=body)
+
+    def tokens(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """A tenant's tokens (admin), or else the caller's own; never their secrets."""
+        return self._call("GET", f"/v1/tenants/{tenant}/tokens" if tenant else "/v1/tokens")
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/tokens/{token_id}")
 
     def audit(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/audit", params={"limit": limit})

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from neocloud.backends.local import LocalBackend
 from neocloud.client import Client
 
 ADMIN = "nca_test-admin-token"
@@ -140,11 +141,8 @@ def server(tmp_path: Path, database: str | None) -> Iterator[Server]:
 
 def _kill_leftovers(data_dir: Path) -> None:
     """Job processes outlive a killed server by design; a test cleans up after itself."""
-    for pid_file in (data_dir / "jobs").glob("*/attempt-*.pid"):
-        try:
-            os.killpg(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-        except (ValueError, OSError):
-            pass
+    if (data_dir / "jobs").is_dir():
+        LocalBackend(data_dir).reap_orphans(set())
 
 
 def wait_for(predicate, timeout: float = 20.0, poll: float = 0.1):  # noqa: ANN001, ANN201

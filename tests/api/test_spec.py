@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from neocloud.api.schemas import JobSpec, seconds
+from neocloud.api.schemas import JobSpec, mebibytes, seconds
+from neocloud.control.controller import Controller
 
 
 @pytest.mark.parametrize(("given", "want"), [(90, 90.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0),
@@ -42,3 +43,23 @@ def test_bad_specs_name_what_is_wrong(fields: dict, bad: str) -> None:
     with pytest.raises(ValidationError) as e:
         JobSpec(**{"name": "j", "command": "true", **fields})
     assert bad in str(e.value)
+
+
+@pytest.mark.parametrize(("given", "want"), [(512, 512), ("512Mi", 512), ("64Gi", 65536), ("2G", 2048),
+                                             ("1.5GiB", 1536), ("1Ti", 1 << 20)])
+def test_memory_sizes(given: object, want: int) -> None:
+    assert mebibytes(given) == want
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1Gi", 0, True, "64Pi", float("nan")])
+def test_bad_memory_sizes(bad: object) -> None:
+    with pytest.raises(ValueError):
+        mebibytes(bad)
+
+
+def test_cpus_and_memory_reach_the_core_per_node() -> None:
+    spec = JobSpec(name="train", command="true", gpus=16, gpus_per_node=8, cpus=2.5, memory="64Gi")
+    job = Controller._job("1", "lab", spec.model_dump(mode="json", exclude={"tenant"}), 0.0)
+    assert (job.cpu_milli, job.memory_mib) == (2500, 65536)
+    unset = Controller._job("2", "lab", JobSpec(name="t", command="true").model_dump(mode="json"), 0.0)
+    assert (unset.cpu_milli, unset.memory_mib) == (0, 0)

@@ -9,8 +9,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.api.conftest import Server
 
 RECIPE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "slurm-localhost"
 NODES = ("gpu1", "gpu2", "gpu3", "gpu4")
@@ -86,3 +91,40 @@ class SlurmCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not come up in {timeout:g} s")
             time.sleep(0.2)
+
+
+@contextmanager
+def running_cluster() -> Iterator[SlurmCluster]:
+    """A started cluster, its spool where tenants' users can reach it (not under pytest's 0700 tmp)."""
+    root = Path(tempfile.mkdtemp(prefix="neocloud-slurm-"))
+    root.chmod(0o755)
+    c = SlurmCluster(root)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def slurm_server(tmp_path: Path, cluster: SlurmCluster) -> Iterator[Server]:
+    """neocloud up on the cluster, its jobs' files on a directory tenants' users can reach; after it,
+    its jobs cancelled and the nodes resumed."""
+    jobs = Path(tempfile.mkdtemp(prefix="neocloud-jobs-"))
+    jobs.chmod(0o711)
+    srv = Server(tmp_path / "data", None, backend="slurm", env={"SLURM_CONF": str(cluster.conf)},
+                 args=("--jobs-dir", str(jobs)))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        for line in cluster.out("squeue", "-h", "-o", "%i %j").splitlines():
+            job_id, name = line.split()
+            if name.startswith("neocloud-"):
+                subprocess.run(["scancel", job_id], env=cluster.env, check=False)
+        for node in NODES:
+            subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=cluster.env,
+                           capture_output=True, check=False)
+        shutil.rmtree(jobs, ignore_errors=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import Server, wait_for
+from neocloud.client import ApiError
+from tests.api.conftest import Server, serving, wait_for
 from tests.backends.ray_cluster import GPUS, RayCluster, available
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
@@ -116,3 +117,24 @@ def test_a_restart_mid_job_loses_nothing(server: Server) -> None:
     assert done["state"] == "COMPLETED" and done["attempts"] == 1
     assert c.logs(job["id"])["text"] == "finished\n"
     assert [e["kind"] for e in c.events(job["id"])] == ["submitted", "started", "adopted", "completed"]
+
+
+def test_one_ray_cluster_is_one_trust_domain(tmp_path: Path, cluster: RayCluster) -> None:
+    """Ray runs every task as one user: the backend serves one tenant unless told they trust each other."""
+    for args, admitted in (((), False), (("--only-tenant", "lab"), False), (("--trust-tenants",), True)):
+        srv = Server(tmp_path / f"data{len(args)}{admitted}", None, backend="ray",
+                     env={"RAY_ADDRESS": cluster.address}, args=args)
+        with serving(srv):
+            c = srv.client()
+            for name in ("lab", "other"):
+                c.create_tenant(name)
+            served = "lab" if args else "default"
+            assert c.submit({"name": "mine", "tenant": served, "gpus": 1, "command": "true"})["tenant"] == served
+            if admitted:
+                assert c.submit({"name": "theirs", "tenant": "other", "gpus": 1, "command": "true"})["tenant"] == "other"
+                continue
+            with pytest.raises(ApiError) as e:
+                c.submit({"name": "theirs", "tenant": "other", "gpus": 1, "command": "true"})
+            assert e.value.status == 403 and "runs every task of every job as one Unix user" in str(e.value)
+            assert f"serves one tenant, {served!r}" in str(e.value) and "--trust-tenants" in str(e.value)
+            assert [j["tenant"] for j in c.jobs()] == [served]

@@ -10,37 +10,22 @@ from pathlib import Path
 import pytest
 
 from tests.api.conftest import Server, wait_for
-from tests.backends.slurm_cluster import SlurmCluster, available
+from tests.backends.slurm_cluster import SlurmCluster, available, running_cluster, slurm_server
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 LEAF = {"gpu1": "leaf1", "gpu2": "leaf1", "gpu3": "leaf2", "gpu4": "leaf2"}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        c.start()
+def cluster() -> Iterator[SlurmCluster]:
+    with running_cluster() as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture
 def server(tmp_path: Path, cluster: SlurmCluster) -> Iterator[Server]:
-    srv = Server(tmp_path / "data", None, backend="slurm", env={"SLURM_CONF": str(cluster.conf)})
-    srv.start()
-    try:
+    with slurm_server(tmp_path, cluster) as srv:
         yield srv
-    finally:
-        srv.stop()
-        for line in cluster.out("squeue", "-h", "-o", "%i %j").splitlines():
-            job_id, name = line.split()
-            if name.startswith("neocloud-"):
-                subprocess.run(["scancel", job_id], env=cluster.env, check=False)
-        for node in LEAF:
-            subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=cluster.env,
-                           capture_output=True, check=False)
 
 
 def _slurm_nodes(cluster: SlurmCluster, job_id: int) -> list[str]:

@@ -4,6 +4,7 @@ console errors."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +35,30 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 class Errors(list):
-    """Console errors and uncaught exceptions of every page a test opens."""
+    """Console errors and uncaught exceptions of every page a test opens. A page that answers with
+    its own 4xx status (not found, a form to fix, refused) is not an error of the page: Chromium's
+    note about that status is left out, while a failed script or stylesheet still counts."""
 
     def watch(self, page) -> None:  # noqa: ANN001 - a Playwright page
-        page.on("console", lambda m: m.type == "error" and self.append(f"{page.url}: {m.text}"))
+        page.on("console", lambda m: m.type == "error" and not _own_status(page, m)
+                and self.append(f"{page.url}: {m.text}"))
         page.on("pageerror", lambda e: self.append(f"{page.url}: {e}"))
+
+
+def _own_status(page, message) -> bool:  # noqa: ANN001 - Playwright objects
+    return (message.text.startswith("Failed to load resource: the server responded with a status of 4")
+            and message.location.get("url") == page.url)
+
+
+def login(browser, srv: Server, token: str, errors: Errors):  # noqa: ANN001, ANN201 - Playwright objects
+    """A new browser context sent to log in by the fleet page, logged in with `token`."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context(base_url=srv.url).new_page()
+    errors.watch(page)
+    page.goto("/ui/fleet")
+    expect(page).to_have_url(re.compile(r"/ui/login"))
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/ui/fleet$"))
+    return page

@@ -9,24 +9,13 @@ import re
 from playwright.sync_api import expect
 
 from tests.api.conftest import ADMIN, Server
-from tests.web.conftest import Errors
+from tests.web.conftest import Errors, login as _login
 
 SLOW_JOB = """name: {name}
 command: |
   for i in $(seq 1 600); do echo "step $i"; sleep 0.2; done
 gpus: {gpus}
 """
-
-
-def _login(browser, srv: Server, token: str, errors: Errors):  # noqa: ANN001, ANN202 - Playwright objects
-    page = browser.new_context(base_url=srv.url).new_page()
-    errors.watch(page)
-    page.goto("/ui/fleet")
-    expect(page).to_have_url(re.compile(r"/ui/login"))
-    page.fill("#token", token)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/ui/fleet$"))
-    return page
 
 
 def test_admin_sees_every_page_without_errors(browser, server: Server) -> None:  # noqa: ANN001

@@ -5,11 +5,11 @@ from __future__ import annotations
 from asyncio import wrap_future
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from sqlalchemy import func, select
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from sqlalchemy import func, or_, select
 
-from neocloud.api.auth import admin
-from neocloud.api.schemas import MAX_ID, NAME, AuditOut, TenantIn, TenantOut, TokenIn, TokenOut
+from neocloud.api.auth import Principal, admin, caller
+from neocloud.api.schemas import MAX_ID, NAME, AuditOut, TenantIn, TenantOut, TokenIn, TokenInfo, TokenOut
 from neocloud.store.tables import AuditRow, JobRow, Tenant, Token
 
 router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[Depends(admin)],
@@ -24,8 +24,9 @@ async def create_tenant(body: TenantIn, request: Request) -> TenantOut:
 
 @router.get("/tenants", response_model=list[TenantOut])
 def list_tenants(request: Request) -> list[TenantOut]:
+    now = request.app.state.service.controller.clock()
     with request.app.state.service.sessions() as s:
-        tokens = dict(s.execute(select(Token.tenant, func.count()).group_by(Token.tenant)).all())
+        tokens = dict(s.execute(select(Token.tenant, func.count()).where(*_live(now)).group_by(Token.tenant)).all())
         active = dict(s.execute(select(JobRow.tenant, func.count())
                                 .where(JobRow.state.in_(("PENDING", "RUNNING"))).group_by(JobRow.tenant)).all())
         return [TenantOut(name=t.name, created_at=t.created_at, tokens=tokens.get(t.name, 0),
@@ -37,9 +38,20 @@ def list_tenants(request: Request) -> list[TenantOut]:
              responses={404: {"description": "No such tenant"}})
 async def create_token(name: Annotated[str, Path(pattern=NAME)], request: Request,
                        body: TokenIn | None = None) -> TokenOut:
-    label = body.label if body else ""
-    token = await wrap_future(request.app.state.service.controller.create_token(name, label))
-    return TokenOut(tenant=name, label=label, token=token)
+    """A new token for the tenant, expiring after `expires_in` if given; its secret is shown only now."""
+    body = body or TokenIn()
+    token, row = await wrap_future(request.app.state.service.controller.create_token(name, body.label,
+                                                                                     body.expires_in))
+    return TokenOut(id=row.id, tenant=name, label=row.label, expires_at=row.expires_at, token=token)
+
+
+@router.get("/tenants/{name}/tokens", response_model=list[TokenInfo], responses={404: {"description": "No such tenant"}})
+def tenant_tokens(name: Annotated[str, Path(pattern=NAME)], request: Request) -> list[TokenInfo]:
+    """A tenant's tokens, revoked and expired ones too; never their secrets."""
+    with request.app.state.service.sessions() as s:
+        if s.get(Tenant, name) is None:
+            raise HTTPException(404, f"no tenant {name!r}")
+    return _tokens(request, name)
 
 
 @router.get("/audit", response_model=list[AuditOut])
@@ -52,3 +64,43 @@ def audit(request: Request,
     with request.app.state.service.sessions() as s:
         return [AuditOut(id=r.id, at=r.at, actor=r.actor, method=r.method, path=r.path, client=r.client,
                          status=r.status, detail=r.detail) for r in s.scalars(q)]
+
+
+tokens_router = APIRouter(prefix="/v1/tokens", tags=["admin"],
+                          responses={401: {"description": "No or unknown token"}})
+TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+@tokens_router.get("", response_model=list[TokenInfo])
+def own_tokens(request: Request, who: Annotated[Principal, Depends(caller)]) -> list[TokenInfo]:
+    """The caller's tenant's tokens (the admin's: every tenant's)."""
+    return _tokens(request, who.tenant)
+
+
+@tokens_router.delete("/{token_id}", response_model=TokenInfo, responses={404: {"description": "No such token"}})
+async def revoke_token(token_id: TokenId, request: Request, who: Annotated[Principal, Depends(caller)]) -> TokenInfo:
+    """Revoke a token: refused from now on. The admin revokes any; a tenant only its own (another's is a 404)."""
+    controller = request.app.state.service.controller
+    row = await wrap_future(controller.revoke_token(token_id, who.tenant))
+    return _info(row, controller.clock())
+
+
+def _live(now: float) -> tuple:
+    """Conditions on tokens that still work."""
+    return Token.revoked_at.is_(None), or_(Token.expires_at.is_(None), Token.expires_at > now)
+
+
+def _tokens(request: Request, tenant: str | None) -> list[TokenInfo]:
+    q = select(Token).order_by(Token.id)
+    if tenant is not None:
+        q = q.where(Token.tenant == tenant)
+    now = request.app.state.service.controller.clock()
+    with request.app.state.service.sessions() as s:
+        return [_info(t, now) for t in s.scalars(q)]
+
+
+def _info(t: Token, now: float) -> TokenInfo:
+    state = "revoked" if t.revoked_at is not None else \
+        "expired" if t.expires_at is not None and t.expires_at <= now else "active"
+    return TokenInfo(id=t.id, tenant=t.tenant, label=t.label, created_at=t.created_at, expires_at=t.expires_at,
+                     revoked_at=t.revoked_at, state=state)

@@ -1,13 +1,23 @@
-"""Bearer tokens: the admin's (from the environment or the data directory) and tenants' (hashed)."""
+"""Bearer tokens: the admin's (from the environment or the data directory) and tenants' (hashed,
+revocable, optionally expiring); failed attempts are limited per client address."""
 
 from __future__ import annotations
 
 import hmac
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
 from neocloud.control.controller import digest
+
+log = logging.getLogger("neocloud.auth")
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}  # calls the audit log records, answered or refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,23 +44,24 @@ def identify(request: Request) -> Principal | None:
 
 
 def holder(request: Request, token: str) -> Principal | None:
-    """Whose token this is, if anyone's."""
+    """Whose token this is, if anyone's (and if it is neither revoked nor expired)."""
     if not token.strip():
         return None
-    d = digest(token.strip())
-    service = request.app.state.service
-    if hmac.compare_digest(d, service.admin_digest):
-        return Principal(None)
-    tenant = service.controller.tokens.get(d)
-    return Principal(tenant) if tenant is not None else None
+    return principal_of_digest(request, digest(token.strip()))
 
 
 async def caller(request: Request) -> Principal:
-    """Any valid token (FastAPI dependency; async, as it never blocks, so it runs on the loop)."""
+    """Any valid token (FastAPI dependency; async, as it never blocks, so it runs on the loop).
+
+    A client address that failed too often is refused (429) even with a valid token, so that
+    guessing cannot go on; each failure is counted and audited."""
+    check_rate(request)
     who = identify(request)
     if who is None:
-        raise HTTPException(401, "missing or unknown bearer token: send 'Authorization: Bearer TOKEN'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        if request.headers.get("authorization", "").strip():  # a credential that did not hold
+            note_failure(request)
+        raise HTTPException(401, "missing, unknown, expired or revoked bearer token: send "
+                                 "'Authorization: Bearer TOKEN'", headers={"WWW-Authenticate": "Bearer"})
     return who
 
 
@@ -60,3 +71,104 @@ async def admin(request: Request) -> Principal:
     if not who.admin:
         raise HTTPException(403, "this needs the admin token")
     return who
+
+
+def principal_of_digest(request: Request, token_digest: str) -> Principal | None:
+    """Whose token has this digest, if it is still valid: the dashboard's sessions keep the digest,
+    never the token, and re-resolve it on every request so a revoked token stops working at once."""
+    service = request.app.state.service
+    if hmac.compare_digest(token_digest, service.admin_digest):
+        return Principal(None)
+    tenant = service.controller.tenant_of(token_digest)
+    return Principal(tenant) if tenant is not None else None
+
+
+class FailureLimit:
+    """Failed authentications per client address in a sliding window: after `limit` failures
+    within `window_s`, the address is refused until the oldest of them is `window_s` old.
+
+    Memory is bounded: at most `max_clients` addresses are tracked (the least recently failed
+    forgotten first), each with at most `limit` times."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0, max_clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.max_clients, self.clock = limit, window_s, max_clients, clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._refused: set[str] = set()  # addresses refused in their current block (audited once)
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until this address may try again; 0 if it may now."""
+        with self._lock:
+            times = self._failures.get(client)
+            if times is None:
+                return 0.0
+            now = self.clock()
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            if len(times) < self.limit:
+                self._refused.discard(client)
+                if not times:
+                    del self._failures[client]
+                return 0.0
+            return times[0] + self.window_s - now
+
+    def fail(self, client: str) -> None:
+        """Count one failed attempt from this address."""
+        with self._lock:
+            times = self._failures.pop(client, None) or deque(maxlen=self.limit)
+            times.append(self.clock())
+            self._failures[client] = times  # the most recent last
+            while len(self._failures) > self.max_clients:
+                forgotten, _ = self._failures.popitem(last=False)
+                self._refused.discard(forgotten)
+
+    def first_refusal(self, client: str) -> bool:
+        """Whether this is the first refusal of the address's current block (the one audited)."""
+        with self._lock:
+            if client in self._refused:
+                return False
+            self._refused.add(client)
+            return True
+
+
+def limiter(request: Request) -> FailureLimit:
+    """The app's failure limit (made on first use, with the defaults)."""
+    state = request.app.state
+    if getattr(state, "auth_failures", None) is None:
+        state.auth_failures = FailureLimit()
+    return state.auth_failures
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def check_rate(request: Request) -> None:
+    """Refuse (429, with Retry-After in seconds) a client address that failed to authenticate too
+    often lately, whatever it sends now. For every way in: the API's bearer tokens, the dashboard's
+    login form."""
+    client = client_address(request)
+    wait = limiter(request).retry_after(client)
+    if wait <= 0:
+        return
+    if limiter(request).first_refusal(client):
+        _audit(request, 429, f"too many failed authentications from {client}: refused for {math.ceil(wait)} s")
+    raise HTTPException(429, f"too many failed authentications from this address; try again in {math.ceil(wait)} s",
+                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+
+def note_failure(request: Request, status: int = 401) -> None:
+    """Count a failed authentication from the request's address, and audit it."""
+    limiter(request).fail(client_address(request))
+    _audit(request, status, "unknown, expired or revoked credential")
+
+
+def _audit(request: Request, status: int, detail: str) -> None:
+    """Audit a refusal; POST, PUT, PATCH and DELETE are audited anyway, with their answer."""
+    if request.method in MUTATING:
+        return
+    entry = {"actor": "anonymous", "method": request.method, "path": request.url.path[:2048],
+             "client": client_address(request)[:255], "status": status, "detail": detail}
+    request.app.state.service.controller.audit(entry).add_done_callback(
+        lambda f: f.exception() and log.error("audit entry not recorded: %s", entry))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from asyncio import wrap_future
 from typing import Annotated
 
@@ -107,8 +108,9 @@ def logs(job_id: JobId, request: Request, who: Caller,
     data = b""
     try:
         with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read(limit)
+            if offset < os.fstat(f.fileno()).st_size:  # past the end is nothing yet (seeking there may fail)
+                f.seek(offset)
+                data = f.read(limit)
     except FileNotFoundError:
         pass
     text, used = _decode(data)

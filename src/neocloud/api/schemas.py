@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -21,6 +22,13 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 MAX_GPUS = 1_000_000
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold a NUL character
 MAX_ID = 2**31 - 1  # ids and offsets the store's integer columns can hold
+RESERVED_ENV = {"CUDA_VISIBLE_DEVICES": "neocloud sets it to the job's GPUs",
+                "NVIDIA_VISIBLE_DEVICES": "neocloud sets it to the job's GPUs",
+                "MASTER_ADDR": "neocloud sets it for the gang's launcher",
+                "MASTER_PORT": "neocloud sets it for the gang's launcher"}
+RESERVED_PREFIXES = {"NEOCLOUD_": "neocloud's own variables are set by neocloud",
+                     "LD_": "the dynamic loader would act on it before the sandbox drops privileges; "
+                            "set it in the command instead"}
 
 
 def seconds(value: Any) -> float | None:
@@ -34,25 +42,97 @@ def seconds(value: Any) -> float | None:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         s = float(m.group(1)) * _UNITS[m.group(2) or "s"]
     else:
-        raise ValueError(f"{value!r} is not a duration: give seconds, or a string like '30m' or '2h'")
+        raise ValueError(f"{excerpt(value)} is not a duration: give seconds, or a string like '30m' or '2h'")
     if not 0 < s <= 10 * 365 * 86400:
         raise ValueError("a duration must be above 0 and at most 10 years")
     return s
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(|[KMGT]i?B?)\s*$", re.IGNORECASE)
+_MIB = {"": 1, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+MAX_MEMORY_MIB = 64 << 20  # 64 TiB per node
+
+
+def mebibytes(value: Any) -> int | None:
+    """A size as MiB: a number of MiB, or a string such as '512Mi', '64Gi', '64G' or '2TiB'."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("memory is a number of MiB or a string like '64Gi'")
+    if isinstance(value, int | float) and value == value:
+        mib = float(value)
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        mib = float(m.group(1)) * _MIB[m.group(2)[:1].lower()]
+    else:
+        raise ValueError(f"{str(value)[:40]!r} is not a size: give MiB, or a string like '512Mi' or '64Gi'")
+    if not 1 <= mib <= MAX_MEMORY_MIB:
+        raise ValueError("memory must be at least 1 MiB and at most 64 TiB")
+    return int(mib)
+
+
 def name(value: str) -> str:
     if not re.fullmatch(NAME, value):
-        raise ValueError(f"{value!r} is not a valid name: use {NAME_RULE}")
+        raise ValueError(f"{excerpt(value)} is not a valid name: use {NAME_RULE}")
     return value
+
+
+def excerpt(value: Any, limit: int = 60) -> str:
+    """`repr` of a value, cut short: error messages quote what was sent, never all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def plain(value: Any, where: str = "") -> Any:
+    """The value, if every string in it is valid Unicode and every number in it is finite.
+
+    JSON lets a client send lone surrogates ("\\ud800") and NaN or Infinity; neither can be stored
+    (PostgreSQL refuses both) nor sent back as JSON, so they are refused at the door."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"{where or 'text'} holds U+{ord(value[e.start]):04X}, a lone surrogate at "
+                                 f"character {e.start}: text must be valid Unicode") from None
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where or 'a number'} is {value}: numbers must be finite")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            plain(k, f"{where}[key {excerpt(k)}]" if where else f"key {excerpt(k)}")
+            plain(v, f"{where}[{excerpt(k)}]")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            plain(v, f"{where}[{i}]")
+    return value
+
+
+def reserved_env(key: str) -> str | None:
+    """Why a job spec may not set this environment variable, if it may not (any case: NEOCLOUD_X
+    and neocloud_x are both refused)."""
+    upper = key.upper()
+    if upper in RESERVED_ENV:
+        return RESERVED_ENV[upper]
+    return next((why for prefix, why in RESERVED_PREFIXES.items() if upper.startswith(prefix)), None)
+
+
+class Input(BaseModel):
+    """A request body: unknown fields, numbers that are not finite and text that is not Unicode
+    are refused, each naming its field."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _plain(cls, v: Any, info: ValidationInfo) -> Any:
+        return plain(v, info.field_name or "")
 
 
 Duration = Annotated[float | None, Field(default=None, description="Seconds, or '90s', '30m', '2h', '1d'.")]
 
 
-class JobSpec(BaseModel):
+class JobSpec(Input):
     """A job as a tenant writes it (YAML or JSON)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description=NAME_RULE)
     command: str | list[str] = Field(description="A shell command line, or an argv list.")
@@ -68,6 +148,10 @@ class JobSpec(BaseModel):
     restart_cost: Duration = None  # seconds from a restart to training again, for goodput accounting
     max_restarts: int = Field(default=3, ge=0, le=100,
                               description="Restarts from checkpoint after node failures before the job fails.")
+    cpus: float | None = Field(default=None, gt=0, le=4096,
+                               description="CPUs per node, e.g. 8 or 0.5: counted by the scheduler, enforced as a quota.")
+    memory: int | None = Field(default=None, description="Memory per node: MiB, or '512Mi', '64Gi', '64G': "
+                                                        "counted by the scheduler; the rank is killed above it.")
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     tenant: str | None = Field(default=None, description="Admin only: submit for this tenant.")
 
@@ -80,6 +164,11 @@ class JobSpec(BaseModel):
     @classmethod
     def _duration(cls, v: Any, info: ValidationInfo) -> float | str | None:
         return v if info.field_name == "checkpoint_interval" and v == "auto" else seconds(v)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int | None:
+        return mebibytes(v)
 
     @field_validator("command")
     @classmethod
@@ -98,7 +187,9 @@ class JobSpec(BaseModel):
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
             if not ENV_NAME.match(key):
-                raise ValueError(f"environment variable name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+                raise ValueError(f"environment variable name {excerpt(key)} must match [A-Za-z_][A-Za-z0-9_]*")
+            if why := reserved_env(key):
+                raise ValueError(f"environment variable {key} may not be set by a job spec: {why}")
             if "\x00" in value or len(value) > 32_768:
                 raise ValueError(f"environment variable {key!r}: value has a NUL or is over 32 KiB")
         return v
@@ -212,17 +303,13 @@ class NodeDetail(NodeOut):
     signals: list[SignalOut]
 
 
-class NodeMove(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NodeMove(Input):
     to: str = Field(description="onboarding, burn-in, production, cordoned, draining, triage, repair or rma.",
                     max_length=16)
     reason: str = Field(default="", max_length=1024, pattern=NO_NUL)
 
 
-class _Signal(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class _Signal(Input):
     observed_at: float | None = Field(default=None, ge=0, le=2**40,
                                       description="When the agent saw it (seconds since the epoch); now if unset.")
 
@@ -289,9 +376,7 @@ class QueueEntry(BaseModel):
     reason: str = ""  # why it waits: quota, capacity, topology, shape, reservation, held
 
 
-class TenantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TenantIn(Input):
     name: str = Field(description=NAME_RULE)
 
     @field_validator("name")
@@ -307,21 +392,35 @@ class TenantOut(BaseModel):
     jobs_active: int
 
 
-class TokenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TokenIn(Input):
     label: str = Field(default="", max_length=63, pattern=NO_NUL)
+    expires_in: Duration = Field(default=None, description="Seconds, or '90s', '30m', '2h', '30d': the token "
+                                                           "stops working then. Never, if unset.")
+
+    _expires = field_validator("expires_in", mode="before")(classmethod(lambda cls, v: seconds(v)))
 
 
 class TokenOut(BaseModel):
+    id: int
     tenant: str
     label: str
+    expires_at: float | None = Field(description="When it stops working (seconds since the epoch); never if null.")
     token: str = Field(description="Shown once; the server keeps only its digest.")
 
 
-class NodeAction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TokenInfo(BaseModel):
+    """A token as listed: never its secret."""
 
+    id: int
+    tenant: str
+    label: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    state: Literal["active", "expired", "revoked"]
+
+
+class NodeAction(Input):
     reason: str = Field(default="", max_length=1024, pattern=NO_NUL)
 
 
@@ -352,15 +451,13 @@ def _instant(v: Any) -> Any:
         try:
             d = dt.datetime.fromisoformat(v)
         except ValueError:
-            raise ValueError(f"{v!r} is not a time: give seconds since the epoch or an ISO date such as "
+            raise ValueError(f"{excerpt(v)} is not a time: give seconds since the epoch or an ISO date such as "
                              "2027-01-01 or 2027-01-01T00:00:00Z") from None
         return (d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp()
     return v
 
 
-class ContractIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ContractIn(Input):
     tenant: str = Field(max_length=63, description=NAME_RULE)
     gpu_type: GpuType = Field(description="A catalog GPU model.")
     gpus: int = Field(ge=1, le=MAX_GPUS, description="GPUs reserved for the whole term.")
@@ -382,9 +479,7 @@ class ContractIn(BaseModel):
         return self
 
 
-class ContractAmend(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ContractAmend(Input):
     gpus: int | None = Field(default=None, ge=1, le=MAX_GPUS)
     end: Time | None = None
     price_per_gpu_hour: Money | None = None
@@ -393,9 +488,7 @@ class ContractAmend(BaseModel):
     _times = field_validator("end", mode="before")(classmethod(lambda cls, v: _instant(v)))
 
 
-class ContractEnd(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ContractEnd(Input):
     at: Time | None = Field(default=None, description="When it ends (default: now).")
     note: str = Field(default="", max_length=1024, pattern=NO_NUL)
 
@@ -420,9 +513,7 @@ class ContractOut(BaseModel):
     warning: str | None = Field(default=None, description="Set when it breaks the concentration limit.")
 
 
-class PriceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PriceIn(Input):
     gpu_type: GpuType
     usage_class: Literal["on-demand", "spot"]
     price_per_gpu_hour: Money

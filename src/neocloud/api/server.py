@@ -14,25 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from neocloud.api import admin, billing, capacity, goodput, jobs, nodes
-from neocloud.web import dashboard
-from neocloud.api.auth import holder, identify
+from neocloud.api import admin, auth, billing, capacity, goodput, guards, jobs, nodes
+from neocloud.api.auth import MUTATING, FailureLimit, identify
 from neocloud.backends import Backend, make_backend
-from neocloud.control.controller import Conflict, Controller, NotFound, digest
+from neocloud.control.controller import DEFAULT_TENANT, Conflict, Controller, NotFound, Refused, digest
 from neocloud.errors import NeocloudError, SchedulingError
 from neocloud.fleet.loader import default_fleet, load_fleet
 from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
 from neocloud.store.database import connect, database_url, hold, sessions
+from neocloud.web import dashboard
 
 log = logging.getLogger("neocloud.server")
-MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @dataclass
@@ -45,16 +45,27 @@ class Service:
     admin_digest: str
     lock: IO[str]  # the data directory's
     db_lock: Connection | None  # the database's, on PostgreSQL
+    max_body_bytes: int = guards.MAX_BODY_BYTES  # a larger request body is refused (413) unread
 
 
 def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Path | None = None,
                  backend: str = "local", spares_per_fabric: int = 0, check_every_s: float = 0.0,
-                 check_command: str | None = None) -> Service:
-    """Everything but the HTTP server: ready to serve once its controller starts."""
+                 check_command: str | None = None, only_tenant: str = DEFAULT_TENANT, trust_tenants: bool = False,
+                 gpu_devices: Path | None = None, jobs_dir: Path | None = None, sandbox: bool = True) -> Service:
+    """Everything but the HTTP server: ready to serve once its controller starts.
+
+    A backend that cannot keep tenants apart serves `only_tenant`, unless they trust each other."""
+    os.umask(0o077)  # the store, the token and the logs are the server's: private unless made otherwise
     data_dir = data_dir.expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock(data_dir)
-    the_backend = make_backend(backend, data_dir)
+    files = (jobs_dir or data_dir).expanduser()
+    files.mkdir(parents=True, exist_ok=True)
+    the_backend = make_backend(backend, data_dir, files, gpu_devices=gpu_devices, sandbox=sandbox)
+    if the_backend.isolation is not None:
+        log.warning("the %s backend cannot keep tenants apart (%s): %s", backend, the_backend.isolation,
+                    "its tenants trust each other (--trust-tenants)" if trust_tenants
+                    else f"it serves tenant {only_tenant!r} only")
     if fleet_path:
         fleet = load_fleet(fleet_path)
     else:
@@ -63,7 +74,8 @@ def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Pat
     db_lock = hold(engine)
     factory = sessions(engine)
     controller = Controller(fleet, factory, the_backend, spares_per_fabric=spares_per_fabric,
-                            checkpoints=data_dir / "checkpoints", check_every_s=check_every_s,
+                            checkpoints=files / "checkpoints", check_every_s=check_every_s,
+                            only_tenant=None if trust_tenants or the_backend.isolation is None else only_tenant,
                             **({"check_command": check_command} if check_command else {}))
     return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock, db_lock)
 
@@ -133,12 +145,14 @@ def create_app(service: Service) -> FastAPI:
         finally:
             service.controller.stop()
 
-    app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan, docs_url=None,
                   description="The control plane of a GPU cloud: jobs, nodes, tenants.")
     app.state.service = service
+    app.state.auth_failures = FailureLimit()
+    app.add_api_route("/docs", guards.docs, include_in_schema=False)
     app.state.twin_reports = []  # the dashboard's last two twin runs, side by side
     for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
-                   admin.router, dashboard.router):
+                   admin.router, admin.tokens_router, dashboard.router):
         app.include_router(router)
     app.add_exception_handler(dashboard.Login, dashboard.login_redirect)
 
@@ -149,17 +163,22 @@ def create_app(service: Service) -> FastAPI:
                 "gpus": service.fleet.total_gpus, "backend": service.backend.name}
         return JSONResponse(body, status_code=503 if failed else 200)
 
-    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, dependencies=[Depends(auth.admin)],
+             responses={401: {"description": "No or unknown token"}, 403: {"description": "Admin only"}})
     def metrics() -> PlainTextResponse:
+        """Prometheus metrics, for the admin token (`authorization: credentials_file` in the scrape config)."""
         return PlainTextResponse(generate_latest(service.controller.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(NeocloudError)
     async def neocloud_error(request: Request, e: NeocloudError) -> JSONResponse:
         status = 404 if isinstance(e, NotFound) else 409 if isinstance(e, Conflict) else \
-            422 if isinstance(e, SchedulingError) else 400
+            403 if isinstance(e, Refused) else 422 if isinstance(e, SchedulingError) else 400
         return JSONResponse({"detail": str(e)}, status_code=status)
 
+    app.add_exception_handler(RequestValidationError, guards.validation_error)
+    app.add_middleware(guards.BodyLimit, max_bytes=service.max_body_bytes)
     app.add_middleware(AuditLog, service=service)
+    app.add_middleware(guards.SecurityHeaders)
     return app
 
 
@@ -187,8 +206,8 @@ class AuditLog:
 
     def _record(self, request: Request, status: int) -> None:
         who = identify(request)
-        if who is None and request.url.path.startswith("/ui/"):  # the dashboard's own forms
-            who = holder(request, request.cookies.get(dashboard.COOKIE, ""))
+        if who is None:  # the dashboard's own forms, by their session
+            who = dashboard.audit_principal(request)
         entry = {"actor": who.name if who else "anonymous", "method": request.method,
                  "path": request.url.path[:2048], "client": request.client.host if request.client else "",
                  "status": status, "detail": ""}
@@ -206,4 +225,7 @@ def serve(service: Service, host: str, port: int) -> None:
         raise NeocloudError(f"cannot listen on {host}:{port} ({e.strerror}); is another server there? "
                             "choose another --port or --host") from None
 
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
+    # No proxy headers: X-Forwarded-For from a local client (a job, say) would forge the address that
+    # failed logins are limited by and the audit log records.
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False,
+                proxy_headers=False)

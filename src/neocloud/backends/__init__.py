@@ -10,19 +10,24 @@ from neocloud.errors import NeocloudError
 BACKENDS = ("local", "slurm", "ray")
 
 
-def make_backend(name: str, data_dir: Path) -> Backend:
+def make_backend(name: str, data_dir: Path, jobs_dir: Path | None = None, gpu_devices: Path | None = None,
+                 sandbox: bool = True) -> Backend:
+    """`jobs_dir`: where jobs' files live (logs, work and checkpoint directories; default the data
+    directory; a shared filesystem for Slurm); `gpu_devices`: where the local backend finds the
+    GPUs' device files (default /dev); `sandbox` False: its jobs run as plain processes."""
+    files = jobs_dir or data_dir
     if name == "local":
         from neocloud.backends.local import LocalBackend
 
-        return LocalBackend(data_dir / "jobs")
+        return LocalBackend(files, data_dir, devices=gpu_devices or Path("/dev"), sandbox=sandbox)
     if name == "slurm":
         from neocloud.backends.slurm import SlurmBackend
 
-        return SlurmBackend(data_dir / "jobs")
+        return SlurmBackend(files / "jobs")
     if name == "ray":
         from neocloud.backends.ray import RayBackend
 
-        return RayBackend(data_dir / "jobs")
+        return RayBackend(files / "jobs")
     raise NeocloudError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -16,6 +16,10 @@ class Task:
     command: str | tuple[str, ...]  # a shell command line, or an argv
     env: dict[str, str] = field(default_factory=dict)
     nodes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (node name, GPU indices on it) per rank
+    tenant: str = ""  # whose job it is: the rank runs as this tenant's own user where the backend can
+    checkpoint_dir: Path | None = None  # kept across attempts; given to the job as NEOCLOUD_CHECKPOINT_DIR
+    cpu_milli: int = 0  # per rank: enforced where the backend can (0: no limit)
+    memory_mib: int = 0  # per rank, likewise
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ Recovered = Literal["running"] | Exit | None
 
 class Backend(Protocol):
     name: str
+    isolation: str | None  # why it cannot keep tenants apart (it then serves one), or None if it can
 
     def launch(self, tasks: list[Task]) -> list[tuple[int, str]]:
         """Start every rank of each attempt; return (job id, why) for those that could not start."""

@@ -1,39 +1,52 @@
-"""Jobs as real processes on this machine: one process group per rank, logs in files.
+"""Jobs as real processes on this machine: each rank in a sandbox, as its tenant's own user.
 
-Each rank runs under a small `sh` wrapper in a session of its own, so it outlives a crash of the
-server; processes are started by a helper process (`spawner`) so that starting hundreds a second
-does not stall the server. The wrapper writes the command's exit status to a file when it ends; with the pid file
-(pid and the kernel's start time, so a reused pid is not mistaken for ours) a restarted server can
-tell a rank still running, one that ended while it was down, and one that was lost.
+Each rank has a supervisor (`supervisor.py`), forked by a helper process (`spawner`) so that
+starting hundreds a second does not stall the server. The supervisor runs in a session of its
+own, so the rank outlives a crash of the server; it holds the rank's logs, puts every process of
+the rank in one cgroup (`cgroups.py`) and writes the exit status when the last of them is gone.
+With the pid file (pid and the kernel's start time, so a reused pid is not mistaken for ours) a
+restarted server can tell a rank still running, one that ended while it was down, and one that
+was lost. The rank itself runs in the sandbox of `sandbox.py` as the tenant's user (`identity.py`).
 
-    DATA_DIR/jobs/<id>/rank-<r>.out, rank-<r>.err          logs, appended across attempts
-    DATA_DIR/jobs/<id>/attempt-<a>.rank-<r>.pid, .exit     bookkeeping
+    FILES/jobs/<id>/rank-<r>.out, rank-<r>.err          logs, appended across attempts (server's)
+    FILES/jobs/<id>/attempt-<a>.rank-<r>.pid, .exit     bookkeeping (server's)
+    FILES/work/<id>/                                    the job's work directory (tenant's)
+    FILES/checkpoints/<id>/                             its checkpoints, kept across attempts (tenant's)
+
+FILES is the data directory unless `neocloud up --jobs-dir` says otherwise.
+
+Where neocloud is not root, or bubblewrap is missing, the kernel cannot keep tenants apart here:
+the backend says so in `isolation`, and the controller then serves one tenant.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import neocloud
 from neocloud.backends.base import Exit, Recovered, Task
+from neocloud.backends.cgroups import Cgroup, available
+from neocloud.backends.identity import Identity, tenant_identity
+from neocloud.backends.sandbox import Sandbox, tools
 from neocloud.backends.spawner import start_time
+from neocloud.errors import NeocloudError
+from neocloud.model.job import SYSTEM
 
-# Run the job's argv ("$@"), or its shell command line ($1) in a subshell, then record the exit
-# status in the file named by $0 (read only once the wrapper is gone, so never half-written).
-WRAPPER_ARGV = '"$@"; rc=$?; printf "%s" "$rc" > "$0"; exit "$rc"'
-WRAPPER_SHELL = '(cmd=$1; set --; eval "$cmd"); rc=$?; printf "%s" "$rc" > "$0"; exit "$rc"'
-GRACE_S = 10.0  # between SIGTERM and SIGKILL
+_CGROUP = re.compile(r"^j(\d+)-a(\d+)-r(\d+)$")  # a rank's cgroup: job, attempt, rank
 
 
 @dataclass(slots=True)
 class _Rank:
-    pid: int
+    pid: int  # its supervisor's
     start: str  # the kernel's start time of `pid`
     exit_file: Path
 
@@ -51,24 +64,45 @@ class _Rank:
 class _Attempt:
     ranks: list[_Rank]
     stopping: bool = False
-    timers: list[threading.Timer] = field(default_factory=list)
 
 
 class LocalBackend:
     name = "local"
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, files: Path, data_dir: Path | None = None, devices: Path = Path("/dev"),
+                 sandbox: bool = True) -> None:
+        """`files` holds jobs/, work/ and checkpoints/ (by default the data directory itself);
+        `sandbox` False runs jobs as plain processes of the server's user (tenants then trust each other)."""
+        self.files = files
+        self.root = files / "jobs"
+        self.data_dir = data_dir or files
         self.root.mkdir(parents=True, exist_ok=True)
+        for d in {self.data_dir, self.files, self.root}:
+            d.chmod(0o700)  # the store, the admin token and the logs are the server's alone
+        self.instance = hashlib.sha256(str(self.files.resolve()).encode()).hexdigest()[:12]
+        bwrap, setpriv = tools() if sandbox else (None, None)
+        self.as_tenants = os.geteuid() == 0 and setpriv is not None
+        self.cgroups = available() is None
+        hide = {str(self.data_dir.resolve()), str(self.files.resolve()), str(Path(neocloud.__file__).resolve().parent)}
+        self.sandbox = Sandbox(hide=tuple(sorted(hide)), devices=devices, bwrap=bwrap, setpriv=setpriv)
+        self.isolation = ("the sandbox is off (--no-sandbox)" if not sandbox else
+                          "bubblewrap is not installed (apt install bubblewrap)" if bwrap is None else
+                          "neocloud is not running as root, so every job runs as its user" if os.geteuid() != 0 else
+                          "setpriv is missing (util-linux)" if setpriv is None else
+                          f"no cgroups: {available()}" if not self.cgroups else None)
         self._live: dict[tuple[int, int], _Attempt] = {}
         self._lock = threading.Lock()
         self._spawner: subprocess.Popen | None = None
 
     # -- running ------------------------------------------------------------------------------
     def launch(self, tasks: list[Task]) -> list[tuple[int, str]]:
-        requests = [self._ranks(task) for task in tasks]
-        failed = []
-        for task, reply in zip(tasks, self._spawn(requests)):
+        requests, failed = [], []
+        for task in tasks:
+            try:
+                requests.append((task, self._ranks(task)))
+            except (OSError, NeocloudError) as e:  # e.g. the tenant's user could not be made
+                failed.append((task.job_id, str(e)))
+        for (task, _), reply in zip(requests, self._spawn([r for _, r in requests])):
             if "error" in reply:
                 failed.append((task.job_id, reply["error"]))
                 continue
@@ -80,24 +114,34 @@ class LocalBackend:
         return failed
 
     def _ranks(self, task: Task) -> list[dict]:
+        trusted = task.tenant == SYSTEM
+        who: Identity | None = tenant_identity(task.tenant) if self.as_tenants and not trusted else None
+        owner = (who.uid, who.gid) if who else (None, None)
         job_dir = self.root / str(task.job_id)
+        work = self.files / "work" / str(task.job_id)
+        dirs = [[str(job_dir), None, None], [str(work), *owner]]
+        if task.checkpoint_dir is not None:
+            dirs.append([str(task.checkpoint_dir), *owner])
+        command = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
+        sandbox = Sandbox(()) if trusted else self.sandbox  # the server's own checks see the host as it is
         ranks = []
         for rank, (node, gpus) in enumerate(task.nodes):
-            stem = f"attempt-{task.attempt}.rank-{rank}"
-            exit_file = job_dir / f"{stem}.exit"
-            if isinstance(task.command, str):
-                argv = ["/bin/sh", "-c", WRAPPER_SHELL, str(exit_file), task.command]
-            else:
-                argv = ["/bin/sh", "-c", WRAPPER_ARGV, str(exit_file), *task.command]
-            ranks.append({"argv": argv, "cwd": str(job_dir), "pid_file": str(job_dir / f"{stem}.pid"),
-                          "exit_file": str(exit_file),
-                          "env": {**task.env, **_rank_env(task, rank, node, gpus)},
+            stem = job_dir / f"attempt-{task.attempt}.rank-{rank}"
+            env = {**task.env, **_rank_env(task, rank, node, gpus)}
+            how = sandbox.rank(command, env, who, work, task.checkpoint_dir, gpus)
+            cgroup = {"instance": self.instance, "name": f"j{task.job_id}-a{task.attempt}-r{rank}",
+                      "cpu_milli": task.cpu_milli, "memory_mib": task.memory_mib} if self.cgroups else None
+            ranks.append({"argv": how.argv, "env": how.env, "cwd": how.cwd, "fd_args": how.fd_args,
+                          "spare_top": how.spare_top, "dirs": dirs, "cgroup": cgroup,
+                          "pid_file": f"{stem}.pid", "exit_file": f"{stem}.exit",
                           "stdout": str(self.log_path(task.job_id, rank, "stdout")),
                           "stderr": str(self.log_path(task.job_id, rank, "stderr"))})
         return ranks
 
     def _spawn(self, requests: list[list[dict]]) -> list[dict]:
         """Start attempts through the spawner process (started, or restarted, as needed)."""
+        if not requests:
+            return []
         for _ in range(2):
             if self._spawner is None or self._spawner.poll() is not None:
                 self._spawner = subprocess.Popen([sys.executable, "-m", "neocloud.backends.spawner"],
@@ -120,22 +164,14 @@ class LocalBackend:
             self._spawner.wait(timeout=10)
 
     def stop(self, job_id: int, attempt: int) -> None:
+        """Each rank's supervisor stops its rank: SIGTERM, then SIGKILL after the grace."""
         with self._lock:
             att = self._live.get((job_id, attempt))
         if att is None or att.stopping:
             return
         att.stopping = True
         for r in att.ranks:
-            _kill_group(r.pid, signal.SIGTERM)
-        timer = threading.Timer(GRACE_S, self._kill_now, (att,))
-        timer.daemon = True
-        att.timers.append(timer)
-        timer.start()
-
-    def _kill_now(self, att: _Attempt) -> None:
-        for r in att.ranks:
-            if r.alive():
-                _kill_group(r.pid, signal.SIGKILL)
+            _signal(r, signal.SIGTERM)
 
     def poll(self) -> list[Exit]:
         ended: list[Exit] = []
@@ -148,11 +184,12 @@ class LocalBackend:
                 if not att.stopping and any(not a and r.code() != 0 for a, r in zip(alive, att.ranks)):
                     self.stop(job_id, attempt)
                 continue
-            for t in att.timers:
-                t.cancel()
             with self._lock:
                 self._live.pop((job_id, attempt), None)
-            ended.append(Exit(job_id, attempt, tuple(r.code() for r in att.ranks)))
+            codes = tuple(r.code() for r in att.ranks)
+            if None in codes:  # a supervisor was killed: what its rank left behind goes now
+                self._kill_cgroups({(job_id, attempt)})
+            ended.append(Exit(job_id, attempt, codes))
         return ended
 
     # -- after a restart ----------------------------------------------------------------------
@@ -169,20 +206,34 @@ class LocalBackend:
         return None if any(c is None for c in codes) else Exit(job_id, attempt, codes)
 
     def reap_orphans(self, keep: set[tuple[int, int]]) -> list[tuple[int, int]]:
-        killed = []
+        killed = set()
         for pid_file in self.root.glob("*/attempt-*.rank-*.pid"):
-            try:
-                job_id = int(pid_file.parent.name)
-                attempt = int(pid_file.name.split(".")[0].removeprefix("attempt-"))
-            except ValueError:
-                continue
-            if (job_id, attempt) in keep:
+            key = _attempt_of(pid_file.parent.name, pid_file.name.split(".")[0].removeprefix("attempt-"))
+            if key is None or key in keep:
                 continue
             rank = self._parse_pid_file(pid_file)
             if rank is not None and rank.alive():
-                _kill_group(rank.pid, signal.SIGKILL)
-                killed.append((job_id, attempt))
-        return sorted(set(killed))
+                _signal(rank, signal.SIGUSR1)  # its supervisor kills the rank at once
+                killed.add(key)
+        return sorted(killed | self._kill_cgroups(None, keep))
+
+    def _kill_cgroups(self, only: set[tuple[int, int]] | None, keep: set[tuple[int, int]] = frozenset()) -> set:
+        """Kill and remove rank cgroups of these attempts (or of every attempt not kept) whose
+        supervisors are gone; say which attempts had any."""
+        if not self.cgroups:
+            return set()
+        found = set()
+        for name in Cgroup.leftovers(self.instance):
+            if not (m := _CGROUP.match(name)):
+                continue
+            job_id, attempt, rank = map(int, m.groups())
+            if (job_id, attempt) in keep or (only is not None and (job_id, attempt) not in only):
+                continue
+            supervisor = self._read_rank(job_id, attempt, rank)
+            if supervisor is None or not supervisor.alive():
+                Cgroup(self.instance, name).remove()
+                found.add((job_id, attempt))
+        return found
 
     def _read_rank(self, job_id: int, attempt: int, rank: int) -> _Rank | None:
         return self._parse_pid_file(self.root / str(job_id) / f"attempt-{attempt}.rank-{rank}.pid")
@@ -220,8 +271,16 @@ def _rank_env(task: Task, rank: int, node: str, gpus: tuple[int, ...]) -> dict[s
     }
 
 
-def _kill_group(pid: int, sig: int) -> None:
+def _attempt_of(job: str, attempt: str) -> tuple[int, int] | None:
     try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return int(job), int(attempt)
+    except ValueError:
+        return None
+
+
+def _signal(rank: _Rank, sig: int) -> None:
+    if rank.alive():
+        try:
+            os.kill(rank.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -53,6 +53,7 @@ class _Attempt:
 
 class RayBackend:
     name = "ray"
+    isolation = "a Ray cluster runs every task of every job as one Unix user"  # one trust domain
 
     def __init__(self, root: Path, address: str | None = None) -> None:
         address = address or os.environ.get("RAY_ADDRESS")
@@ -147,7 +148,7 @@ class RayBackend:
         if missing:
             raise NeocloudError(f"Ray knows no node named {', '.join(missing)}")
         attempt = {"name": self._name(task.job_id, task.attempt), "job_id": task.job_id, "attempt": task.attempt,
-                   "ranks": ranks, "env": task.env,
+                   "ranks": ranks, "env": _env(task),
                    "command": task.command if isinstance(task.command, str) else list(task.command)}
         (job_dir / f"attempt-{task.attempt}.seen").write_text("0")
         try:
@@ -280,3 +281,7 @@ def _codes(logs: str, state: str, driver_code: int | None, ranks: int) -> tuple[
     if state == "FAILED" and driver_code:  # the driver failed before any rank ran
         return (driver_code,) + (None,) * (ranks - 1)
     return (None,) * ranks  # stopped or lost
+
+
+def _env(task: Task) -> dict[str, str]:
+    return {**task.env, **({"NEOCLOUD_CHECKPOINT_DIR": str(task.checkpoint_dir)} if task.checkpoint_dir else {})}

@@ -7,8 +7,12 @@ node's exit status to a file, so an attempt that ended while neocloud was down i
 its files (the test cluster keeps no accounting database, so there is no `sacct`). Attempts are
 named `neocloud-<job>-<attempt>`, which is how a restarted neocloud finds its jobs in `squeue`.
 
-    DATA_DIR/jobs/<id>/rank-<r>.out, rank-<r>.err          logs, appended across attempts
-    DATA_DIR/jobs/<id>/attempt-<a>.rank-<r>.exit           each node's exit status
+As root, each tenant's job runs as its own Unix user (`sbatch --uid/--gid`, `identity.py`), in a
+job directory only that user can enter, with none of the server's environment (`--export=NIL`:
+the batch script sets the job's allow-listed variables itself).
+
+    DATA_DIR/jobs/<id>/rank-<r>.out, rank-<r>.err          logs, appended across attempts (tenant's)
+    DATA_DIR/jobs/<id>/attempt-<a>.rank-<r>.exit           each node's exit status (tenant's)
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neocloud.backends.base import Exit, Recovered, Task
+from neocloud.backends.identity import tenant_identity
+from neocloud.backends.sandbox import PASSED
 from neocloud.errors import NeocloudError
 from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
+from neocloud.model.job import SYSTEM
 
 PREFIX = "neocloud-"
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
@@ -54,6 +61,15 @@ class SlurmBackend:
             raise NeocloudError(f"the slurm backend needs Slurm's tools on PATH; missing: {', '.join(missing)}")
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.as_tenants = os.geteuid() == 0  # sbatch --uid is root's alone
+        self.isolation = None if self.as_tenants else "neocloud is not running as root, so every job runs as its user"
+        for d in (self.root.parent, self.root):
+            d.chmod(0o711)  # tenants reach their own job directories, and list nothing
+        shut = [str(p) for p in self.root.resolve().parents if not p.stat().st_mode & 0o001]
+        if self.as_tenants and shut:
+            raise NeocloudError(f"the slurm backend runs each tenant's job as its own user, who cannot reach "
+                                f"{self.root} ({shut[0]} is closed to others): give neocloud up --jobs-dir a "
+                                "directory on the cluster's shared filesystem whose parents others may enter")
         self._live: dict[tuple[int, int], _Attempt] = {}
         self._lock = threading.Lock()
 
@@ -108,27 +124,43 @@ class SlurmBackend:
 
     def _submit(self, task: Task) -> int:
         job_dir = self.root / str(task.job_id)
-        job_dir.mkdir(parents=True, exist_ok=True)
+        who = tenant_identity(task.tenant) if self.as_tenants and task.tenant != SYSTEM else None
+        for d in (job_dir, task.checkpoint_dir):  # the tenant's alone: others cannot even list them
+            if d is not None:
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                d.parent.chmod(0o711)
+                if who is not None:
+                    os.chown(d, who.uid, who.gid)
         stem = job_dir / f"attempt-{task.attempt}"
         for r in range(len(task.nodes)):
             Path(f"{stem}.rank-{r}.exit").unlink(missing_ok=True)
         argv = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
         per_node = max((len(g) for _, g in task.nodes), default=0)
+        env = {**task.env, "NEOCLOUD_JOB_ID": str(task.job_id), "NEOCLOUD_ATTEMPT": str(task.attempt),
+               "NEOCLOUD_NUM_NODES": str(len(task.nodes)), "HOME": str(job_dir),
+               **({"NEOCLOUD_CHECKPOINT_DIR": str(task.checkpoint_dir)} if task.checkpoint_dir else {}),
+               **{k: os.environ[k] for k in PASSED if k in os.environ}}
         script = "\n".join([
             "#!/bin/sh",
-            "exec srun --kill-on-bad-exit=1 --ntasks-per-node=1 --open-mode=append "
+            *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
+            "exec srun --export=ALL --kill-on-bad-exit=1 --ntasks-per-node=1 --open-mode=append "
             f"--output={job_dir}/rank-%n.out --error={job_dir}/rank-%n.err "
             + shlex.join(["/bin/sh", "-c", WRAPPER, str(stem), *argv]),
             "",
         ])
         cmd = ["sbatch", "--parsable", f"--job-name={PREFIX}{task.job_id}-{task.attempt}",
                f"--nodes={len(task.nodes)}", f"--nodelist={','.join(n for n, _ in task.nodes)}",
-               "--ntasks-per-node=1", f"--chdir={job_dir}", f"--output={stem}.sbatch.out"]
+               "--ntasks-per-node=1", f"--chdir={job_dir}", f"--output={stem}.sbatch.out",
+               "--export=NIL"]  # the job gets the script's variables, none of the server's
+        if who is not None:
+            cmd += [f"--uid={who.uid}", f"--gid={who.gid}"]
         if per_node:
             cmd.append(f"--gres=gpu:{per_node}")
-        env = {**os.environ, **task.env, "NEOCLOUD_JOB_ID": str(task.job_id),
-               "NEOCLOUD_ATTEMPT": str(task.attempt), "NEOCLOUD_NUM_NODES": str(len(task.nodes))}
-        out = _tool(*cmd, stdin=script, env=env)
+        if task.cpu_milli:
+            cmd.append(f"--cpus-per-task={-(-task.cpu_milli // 1000)}")
+        if task.memory_mib:
+            cmd.append(f"--mem={task.memory_mib}M")
+        out = _tool(*cmd, stdin=script)
         return int(out.strip().split(";")[0])
 
     def stop(self, job_id: int, attempt: int) -> None:

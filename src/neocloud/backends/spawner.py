@@ -1,19 +1,23 @@
-"""A small helper process that starts the local backend's processes, off the server's interpreter.
+"""A small helper process that starts the local backend's ranks, off the server's interpreter.
 
 Starting a process holds the parent's interpreter lock while the child is created; done in the
 server, hundreds of starts a second would stall the API and the controller. The server sends one
-JSON line of attempts on stdin and reads one line back: for each attempt, each rank's pid and
-kernel start time (also written to the rank's pid file), or an error. The helper reaps its children; the children are session leaders, so they outlive it.
+JSON line of attempts on stdin and reads one line back: for each attempt, each rank's supervisor
+pid and kernel start time (also written to the rank's pid file), or an error. Each rank gets a
+supervisor forked from here (`supervisor.py`); the kernel reaps them, and they are session
+leaders, so they outlive this helper and the server.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
+import signal
 import sys
-import threading
-import time
+from typing import Any
+
+from neocloud.backends.cgroups import Cgroup, Limits
+from neocloud.backends.supervisor import supervise
 
 
 def start_time(pid: int) -> str | None:
@@ -27,48 +31,59 @@ def start_time(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
-def _reap() -> None:
-    while True:
-        try:
-            os.wait()
-        except ChildProcessError:
-            time.sleep(0.05)
-
-
-def _spawn(rank: dict) -> tuple[int, str]:
-    os.makedirs(rank["cwd"], exist_ok=True)
+def _prepare(rank: dict[str, Any]) -> tuple[tuple[int, int], Cgroup | None]:
+    """Everything that can fail, done before any rank of the attempt starts: its directories,
+    its log files (the server's, the job never holds them) and its cgroup."""
+    for path, uid, gid in rank["dirs"]:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if uid is not None:
+            os.chown(path, uid, gid)
+        os.chmod(path, 0o700)
     try:
         os.unlink(rank["exit_file"])  # left by an earlier try of this attempt
     except FileNotFoundError:
         pass
-    with open(rank["stdout"], "ab") as out, open(rank["stderr"], "ab") as err:
-        proc = subprocess.Popen(rank["argv"], cwd=rank["cwd"], env={**os.environ, **rank["env"]},
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
-    proc.returncode = 0  # reaped by `_reap`, not by Popen
-    start = start_time(proc.pid) or ""
+    logs = tuple(os.open(rank[s], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                 for s in ("stdout", "stderr"))
+    cgroup = None
+    if rank.get("cgroup"):
+        c = rank["cgroup"]
+        cgroup = Cgroup(c["instance"], c["name"])
+        cgroup.create(Limits(c.get("cpu_milli", 0), c.get("memory_mib", 0)))
+    return logs, cgroup  # type: ignore[return-value]
+
+
+def _start(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | None) -> tuple[int, str]:
+    pid = os.fork()
+    if pid == 0:
+        supervise(rank, logs, cgroup)
+    start = start_time(pid) or ""
     with open(rank["pid_file"], "w") as f:
-        f.write(f"{proc.pid} {start}")
-    return proc.pid, start
+        f.write(f"{pid} {start}")
+    return pid, start
 
 
-def _attempt(ranks: list[dict]) -> dict:
-    """Start every rank of one attempt, or none: a gang that cannot start whole is killed."""
-    started: list[tuple[int, str]] = []
+def _attempt(ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Start every rank of one attempt, or none: a gang that cannot start whole is not started."""
+    prepared: list[tuple[tuple[int, int], Cgroup | None]] = []
     try:
         for rank in ranks:
-            started.append(_spawn(rank))
+            prepared.append(_prepare(rank))
+        started = [_start(rank, logs, cgroup) for rank, (logs, cgroup) in zip(ranks, prepared)]
     except (OSError, ValueError, KeyError) as e:
-        for pid, _ in started:
-            try:
-                os.killpg(pid, 9)
-            except OSError:
-                pass
+        for _, cgroup in prepared:
+            if cgroup is not None:
+                cgroup.remove()
         return {"error": str(e)}
+    finally:
+        for logs, _ in prepared:
+            for fd in logs:
+                os.close(fd)
     return {"started": started}
 
 
 def main() -> None:
-    threading.Thread(target=_reap, daemon=True).start()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the supervisors
     for line in sys.stdin:  # one line: the attempts to start, each a list of ranks
         sys.stdout.write(json.dumps([_attempt(ranks) for ranks in json.loads(line)]) + "\n")
         sys.stdout.flush()

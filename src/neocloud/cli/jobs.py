@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from neocloud.cli.main import app, console
+from neocloud.cli.main import app, console, err
 from neocloud.client import Client, read_spec
 from neocloud.errors import NeocloudError
 
@@ -238,6 +238,30 @@ def tenants_create(name: str, server: Server = None, token: Token = None) -> Non
 
 @tenant_app.command("token")
 def tenants_token(name: str, label: Annotated[str, typer.Option(help="A note to tell tokens apart.")] = "",
+                  expires_in: Annotated[Optional[str], typer.Option(
+                      help="Stop working after this long: seconds, or 90s, 30m, 2h, 30d (default: never).")] = None,
                   server: Server = None, token: Token = None) -> None:
     """Make an API token for a tenant and print it (it is shown only this once)."""
-    print(_client(server, token).create_token(name, label))
+    t = _client(server, token).issue_token(name, label, expires_in)
+    err.print(f"token {t['id']} for {name}, expires {_when(t['expires_at']) or 'never'}", highlight=False)
+    print(t["token"])
+
+
+@tenant_app.command("tokens")
+def tenants_tokens(name: Annotated[Optional[str], typer.Argument(
+                       help="The tenant (admin); default: the token's own tenant's.")] = None,
+                   server: Server = None, token: Token = None) -> None:
+    """A tenant's tokens: id, label, when made, when they expire, revoked or not (never the secrets)."""
+    table = Table("id", "tenant", "label", "created", "expires", "state")
+    for t in _client(server, token).tokens(name):
+        table.add_row(str(t["id"]), t["tenant"], t["label"], _when(t["created_at"]), _when(t["expires_at"]) or "never",
+                      t["state"] if t["revoked_at"] is None else f"revoked {_when(t['revoked_at'])}")
+    console.print(table)
+
+
+@tenant_app.command("revoke")
+def tenants_revoke(token_id: Annotated[int, typer.Argument(help="The token's id (neocloud tenants tokens NAME).")],
+                   server: Server = None, token: Token = None) -> None:
+    """Revoke a token: refused from now on."""
+    t = _client(server, token).revoke_token(token_id)
+    console.print(f"token {t['id']} of {t['tenant']} revoked", highlight=False)

@@ -27,9 +27,25 @@ def up(
         min=0, help="Seconds between active checks of each idle node (0: only nodes in burn-in are checked).")] = 3600,
     check_command: Annotated[Optional[str], typer.Option(
         help="The active check run on a node (default: neocloud node check --quick --json).")] = None,
+    only_tenant: Annotated[str, typer.Option(
+        help="Where the backend cannot keep tenants apart (a Ray cluster; no root or no bubblewrap here), "
+             "the one tenant it serves.")] = "default",
+    trust_tenants: Annotated[bool, typer.Option(
+        help="Serve every tenant even where the backend cannot keep them apart: they trust each other.")] = False,
+    jobs_dir: Annotated[Optional[Path], typer.Option(
+        help="Where jobs' logs, work and checkpoint directories live (default: the data directory); for "
+             "Slurm, a filesystem every node mounts and every tenant's user can reach.")] = None,
+    sandbox: Annotated[bool, typer.Option(
+        help="Run each local job in its sandbox, as its tenant's user (--no-sandbox: plain processes of the "
+             "server's user, for one tenant or tenants that trust each other).")] = True,
+    gpu_devices: Annotated[Optional[Path], typer.Option(
+        help="Where the local backend finds the GPUs' device files, nvidia0... (default /dev).")] = None,
     database_url: Annotated[Optional[str], typer.Option(
         help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: NEOCLOUD_DATABASE_URL, else SQLite "
              "in the data directory).")] = None,
+    max_body_bytes: Annotated[int, typer.Option(
+        min=1024, help="Largest request body accepted (default 2 MiB); a larger one is refused (413) unread.")]
+        = 2 * 1024 * 1024,
 ) -> None:
     """Start the control plane: API, scheduler and backend, on SQLite and local processes by default."""
     from neocloud.api.server import open_service, serve
@@ -37,7 +53,9 @@ def up(
     directory = default_data_dir(data_dir)
     service = open_service(directory, database=database_url, fleet_path=fleet, backend=backend,
                            spares_per_fabric=spares_per_fabric, check_every_s=check_every,
-                           check_command=check_command)
+                           check_command=check_command, only_tenant=only_tenant, trust_tenants=trust_tenants,
+                           gpu_devices=gpu_devices, jobs_dir=jobs_dir, sandbox=sandbox)
+    service.max_body_bytes = max_body_bytes
     token = "NEOCLOUD_ADMIN_TOKEN" if os.environ.get("NEOCLOUD_ADMIN_TOKEN") else str(directory / "admin.token")
     err.print(f"neocloud up: http://{host}:{port} (dashboard at /ui, API docs at /docs) | fleet {service.fleet.name}: "
               f"{len(service.fleet.nodes)} node(s), {service.fleet.total_gpus} GPU(s) | backend {backend} | "

@@ -42,7 +42,7 @@ from neocloud.errors import NeocloudError, SchedulingError
 from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.model.goodput import auto_interval, fixed_interval
-from neocloud.model.job import Job, PriorityClass
+from neocloud.model.job import SYSTEM, Job, PriorityClass
 from neocloud.model.lifecycle import LifecycleError, Stage, stage
 from neocloud.sched.scheduler import Scheduler
 from neocloud.sched.state import FULL, Allocation
@@ -57,7 +57,6 @@ SYNC_S = 2.0  # how often it asks which nodes the engine itself has drained
 MAX_RESTARTS = 3  # restarts after node failures a job gets unless its spec says otherwise
 NODE_ACTIONS = {"cordon": Stage.CORDONED, "drain": Stage.DRAINING, "uncordon": Stage.PRODUCTION}
 DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
-SYSTEM = "system"  # the tenant of neocloud's own jobs: active health checks
 CHECK_COMMAND = f"{shlex.quote(sys.executable)} -m neocloud node check --quick --json"
 
 
@@ -67,6 +66,10 @@ class NotFound(NeocloudError):
 
 class Conflict(NeocloudError):
     """The request clashes with what exists (a tenant name taken, a job already ended)."""
+
+
+class Refused(NeocloudError):
+    """Allowed to nobody in this caller's place (a tenant the backend cannot keep apart from another)."""
 
 
 def digest(token: str) -> str:
@@ -94,6 +97,7 @@ class Controller:
         checkpoints: Path | None = None,
         check_every_s: float = 0.0,
         check_command: str = CHECK_COMMAND,
+        only_tenant: str | None = None,
     ) -> None:
         self.fleet = fleet
         self.sessions = sessions
@@ -108,9 +112,11 @@ class Controller:
         self.billing = Billing(fleet)
         self.checkpoints = checkpoints  # where each job's NEOCLOUD_CHECKPOINT_DIR is made
         self.check_every_s, self.check_command = check_every_s, check_command
+        self.only_tenant = only_tenant  # the one tenant served, where the backend cannot keep tenants apart
         self._checks: dict[str, str] = {}  # job id of a running active check -> its node
         self._checked_at: dict[str, float] = {}  # node -> when its last active check started
-        self.tokens: dict[str, str] = {}  # digest -> tenant
+        self.tokens: dict[str, str] = {}  # digest -> tenant, of tokens not revoked
+        self.token_expiry: dict[str, float] = {}  # digest -> when it stops working, of tokens that expire
         self.tenants: set[str] = set()
         self._next_id = 1  # job ids are given here, not by the database: this loop is its only writer
         self._inbox: queue.Queue[_Command] = queue.Queue()
@@ -365,16 +371,17 @@ class Controller:
         command = spec["command"]
         command = command if isinstance(command, str) else tuple(command)
         env = dict(spec.get("env") or {})
-        if self.checkpoints is not None:
-            env.setdefault("NEOCLOUD_CHECKPOINT_DIR", str(self.checkpoints / str(row.id)))
         interval = spec.get("checkpoint_interval")
         if interval == "auto":
             interval = auto_interval(row.gpus, *self._fleet_failures(), spec.get("checkpoint_cost"),
                                      spec.get("restart_cost"))
         if interval is not None:
-            env.setdefault("NEOCLOUD_CHECKPOINT_INTERVAL", f"{float(interval):g}")
+            env["NEOCLOUD_CHECKPOINT_INTERVAL"] = f"{float(interval):g}"
+        job = self._job(str(row.id), row.tenant, spec, row.submitted_at)
         return Task(row.id, row.attempts, command, env,
-                    tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []))
+                    tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []), tenant=row.tenant,
+                    checkpoint_dir=None if self.checkpoints is None else self.checkpoints / str(row.id),
+                    cpu_milli=job.cpu_milli, memory_mib=job.memory_mib)
 
     def _preempted(self, s: Session, action: Preempt, now: float) -> tuple[int, int]:
         row = _row(s, int(action.job_id))
@@ -426,6 +433,11 @@ class Controller:
         def run(s: Session, now: float) -> JobRow:
             if tenant not in self.tenants:
                 raise NotFound(f"no tenant {tenant!r}")
+            if self.only_tenant not in (None, tenant):
+                raise Refused(f"the {self.backend.name} backend cannot keep tenants apart ({self.backend.isolation}), "
+                              f"so it serves one tenant, {self.only_tenant!r}: a job of {tenant!r} is refused. Start "
+                              "neocloud up with --only-tenant NAME to serve another, or --trust-tenants if they "
+                              "trust each other")
             self.sched.check(self._job(spec["name"], tenant, spec, now))  # refused with its name, not an id
             job = self._job(str(self._next_id), tenant, spec, now)
             row = JobRow(id=self._next_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
@@ -528,17 +540,46 @@ class Controller:
 
         return self.call(run)
 
-    def create_token(self, tenant: str, label: str) -> Future:  # of the token
+    def create_token(self, tenant: str, label: str, expires_in: float | None = None) -> Future:  # of (token, row)
+        """A new token for the tenant: the secret is returned once, only its digest is kept."""
         token = "nct_" + secrets.token_urlsafe(32)
 
-        def run(s: Session, now: float) -> str:
+        def run(s: Session, now: float) -> tuple[str, Token]:
             if tenant not in self.tenants:
                 raise NotFound(f"no tenant {tenant!r}")
-            s.add(Token(tenant=tenant, digest=digest(token), label=label, created_at=now))
-            self.tokens[digest(token)] = tenant
-            return token
+            d = digest(token)
+            row = Token(tenant=tenant, digest=d, label=label, created_at=now,
+                        expires_at=None if expires_in is None else now + expires_in)
+            s.add(row)
+            if row.expires_at is not None:
+                self.token_expiry[d] = row.expires_at
+            self.tokens[d] = tenant
+            return token, row
 
         return self.call(run)
+
+    def revoke_token(self, token_id: int, tenant: str | None) -> Future:  # of the Token row
+        """Revoke a token (the admin's any, a tenant's only its own): refused from this turn on."""
+        def run(s: Session, now: float) -> Token:
+            row = s.get(Token, token_id)
+            if row is None or (tenant is not None and row.tenant != tenant):
+                raise NotFound(f"no token {token_id}")
+            if row.revoked_at is None:
+                row.revoked_at = now
+            self.tokens.pop(row.digest, None)
+            self.token_expiry.pop(row.digest, None)
+            return row
+
+        return self.call(run)
+
+    def tenant_of(self, token_digest: str) -> str | None:
+        """The tenant whose token has this digest, unless it was revoked or has expired (by the
+        controller's clock, at each call: an expired token is refused at once)."""
+        tenant = self.tokens.get(token_digest)
+        if tenant is None:
+            return None
+        expires = self.token_expiry.get(token_digest)
+        return tenant if expires is None or self.clock() < expires else None
 
     def audit(self, entry: dict[str, Any]) -> Future:
         return self.call(lambda s, now: s.info.setdefault(AuditRow, []).append({"at": now, **entry}))
@@ -555,7 +596,9 @@ class Controller:
             if not self.tenants:
                 s.add(Tenant(name=DEFAULT_TENANT, created_at=now))
                 self.tenants.add(DEFAULT_TENANT)
-            self.tokens = {t.digest: t.tenant for t in s.scalars(select(Token))}
+            live = list(s.scalars(select(Token).where(Token.revoked_at.is_(None))))
+            self.tokens = {t.digest: t.tenant for t in live}
+            self.token_expiry = {t.digest: t.expires_at for t in live if t.expires_at is not None}
             self._next_id = (s.scalar(select(func.max(JobRow.id))) or 0) + 1
             self.nodes.load(s)
             self.billing.load(s)
@@ -631,6 +674,8 @@ class Controller:
             gpus=float(spec.get("gpus", 1)),
             gpus_per_node=spec.get("gpus_per_node"),
             gpu_types=(spec["gpu_type"],) if spec.get("gpu_type") else (),
+            cpu_milli=round(float(spec.get("cpus") or 0) * 1000),
+            memory_mib=int(spec.get("memory") or 0),
             tenant=tenant,
             priority=PriorityClass(spec.get("priority", "on-demand")),
             submit_s=submitted,

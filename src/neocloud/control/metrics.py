@@ -19,7 +19,7 @@ class Metrics:
                                  registry=self.registry)
         self.gpus_allocated = Gauge("neocloud_gpus_allocated", "GPUs held by running jobs", ["tenant", "priority"],
                                     registry=self.registry)
-        self.gpus_total = Gauge("neocloud_gpus_total", "GPUs in the fleet", registry=self.registry)
+        self.fleet_gpus = Gauge("neocloud_fleet_gpus", "GPUs in the fleet", registry=self.registry)
         self.jobs_running = Gauge("neocloud_jobs_running", "Jobs running", registry=self.registry)
         self.decisions = PromCounter("neocloud_scheduler_decisions", "Placement decisions made",
                                      registry=self.registry)
@@ -49,5 +49,5 @@ class Metrics:
         for key, gpus in held.items():
             self.gpus_allocated.labels(*key).set(gpus)
         self._held = set(held)
-        self.gpus_total.set(sched.state.total_gpus)
+        self.fleet_gpus.set(sched.state.total_gpus)
         self.jobs_running.set(len(sched.running))

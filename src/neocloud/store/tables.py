@@ -25,7 +25,7 @@ class Tenant(Base):
 
 
 class Token(Base):
-    """A tenant's API token, kept only as its SHA-256 digest."""
+    """A tenant's API token, kept only as its SHA-256 digest; it may expire, and be revoked."""
 
     __tablename__ = "tokens"
 
@@ -34,6 +34,8 @@ class Token(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(63), default="")
     created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: never
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class JobRow(Base):

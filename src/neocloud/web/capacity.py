@@ -17,6 +17,11 @@ def chart_js() -> str:
     return files("neocloud.web").joinpath("static/chart.umd.min.js").read_text(encoding="utf-8")
 
 
+def fan_chart_js() -> str:
+    """The fan chart's script, the dashboard's static file, inlined into the self-contained report."""
+    return files("neocloud.web").joinpath("static/fan_chart.js").read_text(encoding="utf-8")
+
+
 def chart_data(plan: dict[str, Any]) -> str:
     """What the fan chart draws, as JSON safe inside a <script> element."""
     return json.dumps({k: plan[k] for k in ("weekly", "contracted_mw", "target")}).replace("</", "<\\/")
@@ -25,7 +30,8 @@ def chart_data(plan: dict[str, Any]) -> str:
 def report_html(plan: dict[str, Any]) -> str:
     risk = sum(c["revenue_at_risk_mean"] for c in plan["contracts"])
     data = chart_data(plan)
-    return templates.get_template("capacity.html").render(plan=plan, revenue_at_risk=risk, data=data, chartjs=chart_js())
+    return templates.get_template("capacity.html").render(plan=plan, revenue_at_risk=risk, data=data, chartjs=chart_js(),
+                                                        fan_chart=fan_chart_js())
 
 
 def fan_chart_png(plan: dict[str, Any], path: Path) -> None:

@@ -1,33 +1,48 @@
 """The dashboard: server-rendered pages over the API's own route functions (the same queries, the
-same rules on who may see what), with htmx to keep tables live. A token logs in once and is kept
-in an HttpOnly, SameSite=Strict cookie; the JSON API itself stays bearer-only."""
+same rules on who may see what), with htmx to keep tables live.
+
+A token logs in once and opens a server-side session (`web/sessions.py`): the browser holds only
+the session's random id, in an HttpOnly, SameSite=Strict cookie scoped to /ui, and the JSON API
+stays bearer-only. Every state-changing request must come from the dashboard's own origin (Origin,
+else Referer) and carry the session's CSRF token: SameSite does not stop a page on another port of
+the same host, which is the same site."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
-from asyncio import wrap_future
+import re
 import threading
+from asyncio import wrap_future
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
 
 import yaml
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from neocloud.api import billing, goodput, jobs, nodes
-from neocloud.api.auth import Principal, holder
-from neocloud.api.schemas import JobSpec
+from neocloud.api.auth import Principal, check_rate, holder, note_failure, principal_of_digest
+from neocloud.api.schemas import MAX_ID, JobSpec
+from neocloud.control.controller import digest
 from neocloud.errors import NeocloudError
 from neocloud.store.tables import UsageRow
 from neocloud.web import templates
 from neocloud.web.capacity import chart_data
+from neocloud.web.sessions import Session, Sessions
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
-COOKIE = "neocloud_token"
+COOKIE = "neocloud_session"
+LEGACY_COOKIE = "neocloud_token"  # where earlier versions kept the bearer token itself: cleared at login
+CSRF_HEADER = "X-CSRF-Token"  # the token of the forms' hidden "csrf" field, as htmx sends it (hx-headers on <body>)
+SAFE = {"GET", "HEAD", "OPTIONS"}
+# "same-origin", not "no-referrer": under no-referrer a browser sends "Origin: null" with every form,
+# even to its own server, and the origin check could not tell the dashboard's forms from forged ones.
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 LOG_TAIL = 20_000  # bytes of a job's output its page shows
 STATIC = Path(__file__).parent / "static"
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -41,23 +56,178 @@ estimated_duration: 1m
 
 
 class Login(Exception):
-    """No valid token in the cookie: the page sends the browser to log in."""
+    """No live session: the page sends the browser to log in."""
 
 
-def _who(request: Request) -> Principal:
-    who = holder(request, request.cookies.get(COOKIE, ""))
+class Refused(Login):
+    """A state-changing request that did not come from the dashboard's own pages (cross-site request
+    forgery, or a stale form): answered 403 with why. A kind of Login so that the one handler the
+    server registers for the dashboard answers it too."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+_STORE_LOCK = threading.Lock()
+
+
+def sessions(request: Request) -> Sessions:
+    """This server's dashboard sessions (in memory: a restart logs everyone out)."""
+    state = request.app.state
+    store = getattr(state, "ui_sessions", None)
+    if store is None:
+        with _STORE_LOCK:
+            store = getattr(state, "ui_sessions", None)
+            if store is None:
+                store = state.ui_sessions = Sessions.from_env()
+    return store
+
+
+def _session(request: Request, *, touch: bool = True) -> tuple[Session, Principal] | None:
+    """The request's live session and whose it is now: the token is re-resolved every time, so a
+    revoked or expired token ends its sessions at once."""
+    store = sessions(request)
+    session_id = request.cookies.get(COOKIE, "")
+    session = store.get(session_id, touch=touch)
+    if session is None:
+        return None
+    who = principal_of_digest(request, session.token_digest)
     if who is None:
+        store.close(session_id)
+        return None
+    return session, who
+
+
+def audit_principal(request: Request) -> Principal | None:
+    """Who a dashboard request came from, for the audit log (without counting as activity)."""
+    if not request.url.path.startswith("/ui/"):
+        return None
+    who = getattr(request.state, "dashboard_who", None)
+    if who is not None:
+        return who
+    found = _session(request, touch=False)
+    return found[1] if found else None
+
+
+def _who(request: Request, csrf: str | None = None) -> Principal:
+    """The logged-in caller; on a state-changing request, only with the session's CSRF token."""
+    found = _session(request)
+    if found is None:
         raise Login
+    session, who = found
+    request.state.dashboard_who = who
+    request.state.dashboard_csrf = session.csrf
+    if request.method not in SAFE:
+        sent = csrf or request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent.encode("utf-8", "replace"), session.csrf.encode()):
+            raise Refused("this form does not carry this session's CSRF token (it was not sent from this "
+                          "dashboard's own page, or the page is from an earlier session): reload the page and try again")
     return who
 
 
-def _page(request: Request, template: str, who: Principal | None, **context: Any) -> HTMLResponse:
-    html = templates.get_template(template).render(who=who, path=request.url.path, **context)
-    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """scheme, host and port of a URL, the default port filled in; None if it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
 
 
-def login_redirect(request: Request, exc: Login) -> RedirectResponse:
-    return RedirectResponse(f"/ui/login?next={request.url.path}", status_code=303)
+def scheme(request: Request) -> str:
+    """How the browser reached this server: https behind a TLS proxy that says so (X-Forwarded-Proto).
+    Trusting the header is safe here: a forged cross-site request cannot set it (that would need a
+    CORS preflight, which this server never grants), and a client that sends it itself only changes
+    its own answer."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return forwarded if forwarded in ("http", "https") else request.url.scheme
+
+
+def own_origin(request: Request) -> str:
+    """This server's origin as the browser addressed it: the scheme and the Host header."""
+    return f"{scheme(request)}://{request.headers.get('host', '')}"
+
+
+def cross_origin(request: Request, *, strict: bool = False) -> str | None:
+    """Why a request did not come from a page of this server (scheme, host and port all count), or
+    None if it did. The Origin header, else the Referer's origin; a request with neither passes
+    unless `strict` (the CSRF token still guards it), since browsers send Origin with every POST."""
+    own = own_origin(request)
+    sent = request.headers.get("origin")
+    header = "Origin"
+    if sent is None:
+        sent, header = request.headers.get("referer"), "Referer"
+        if sent is None:
+            return "the request has neither an Origin nor a Referer header" if strict else None
+    theirs = _origin(sent)
+    if theirs is not None and theirs == _origin(own):
+        return None
+    shown = sent if theirs is None else "%s://%s:%d" % theirs
+    return f"this request came from {shown[:200]!r} ({header}), not from this dashboard ({own[:200]}): refused"
+
+
+async def _same_origin(request: Request) -> None:
+    """Every state-changing dashboard request, checked before its form is even validated."""
+    if request.method in SAFE:
+        return
+    why = cross_origin(request, strict=request.url.path == "/ui/login")
+    if why is not None:
+        found = _session(request, touch=False)
+        if found is not None:  # audited under the victim's name: the log shows whose session was targeted
+            request.state.dashboard_who = found[1]
+        raise Refused(why)
+
+
+router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(_same_origin)])
+
+
+def _page(request: Request, template: str, who: Principal | None, status: int = 200,
+          headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    html = templates.get_template(template).render(who=who, path=request.url.path,
+                                                   csrf=getattr(request.state, "dashboard_csrf", "") if who else "",
+                                                   **context)
+    return HTMLResponse(html, status_code=status, headers={**(headers or {}), **PAGE_HEADERS})
+
+
+def _missing(request: Request, who: Principal, what: str) -> HTMLResponse:
+    return _page(request, "missing.html", who, status=404, what=what)
+
+
+def _json(value: Any) -> str:
+    """JSON to place inside a <script type="application/json"> block: nothing in it can close the block."""
+    return json.dumps(value, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _id(raw: str) -> int | None:
+    """An id from a URL, if it is one the store can hold (1 to 2**31 - 1)."""
+    if not re.fullmatch(r"[0-9]{1,10}", raw):
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_ID else None
+
+
+def login_redirect(request: Request, exc: Login) -> Response:
+    """The answer to the dashboard's exceptions: a refusal page (403), or off to log in; an htmx
+    request (a live table) is sent there with HX-Redirect, as following a redirect would put the
+    login page inside the table."""
+    if isinstance(exc, Refused):  # shown without the session's header: no CSRF token in an answer to a forgery
+        return _page(request, "refused.html", None, status=403, what=exc.why)
+    page = request.url.path if request.method in SAFE else "/ui/fleet"
+    if request.headers.get("hx-request") == "true":
+        page = urlsplit(request.headers.get("hx-current-url", "")).path or page
+    target = f"/ui/login?next={quote(_next(page))}"
+    if request.headers.get("hx-request") == "true":
+        return Response(status_code=200, headers={"HX-Redirect": target, "Cache-Control": "no-store"})
+    return RedirectResponse(target, status_code=303)
+
+
+def _next(path: str) -> str:
+    """Where to go after logging in: a dashboard page, never another site."""
+    return path if path.startswith("/ui/") and "\\" not in path and path.isprintable() else "/ui/fleet"
 
 
 @router.get("/static/{name}")
@@ -69,24 +239,46 @@ def static(name: str) -> FileResponse:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str = "/ui/fleet") -> HTMLResponse:  # noqa: A002
-    return _page(request, "login.html", None, next=next if next.startswith("/ui/") else "/ui/fleet", error="")
+def login_page(request: Request, next: Annotated[str, Query(max_length=2048)] = "/ui/fleet") -> HTMLResponse:  # noqa: A002
+    return _page(request, "login.html", None, next=_next(next), error="")
 
 
 @router.post("/login")
 def login(request: Request, token: Annotated[str, Form(max_length=512)],
-          next: Annotated[str, Form(max_length=512)] = "/ui/fleet") -> Response:  # noqa: A002
-    if holder(request, token) is None:
-        return _page(request, "login.html", None, next=next, error="That token is not known here.")
-    response = RedirectResponse(next if next.startswith("/ui/") else "/ui/fleet", status_code=303)
-    response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", path="/ui")
+          next: Annotated[str, Form(max_length=2048)] = "/ui/fleet") -> Response:  # noqa: A002
+    """Open a session for a valid token. The login form carries no CSRF token (there is no session
+    yet to bind one to, and a cookie-bound one is no stronger on a host whose other ports can set
+    cookies): a login must show this server's own Origin (or Referer), which `_same_origin` checks.
+    Failed logins count against the client's address like failed bearer tokens do."""
+    try:
+        check_rate(request)
+    except HTTPException as e:
+        return _page(request, "login.html", None, status=e.status_code, next=_next(next), error=str(e.detail),
+                     headers=e.headers)
+    who = holder(request, token)
+    if who is None:
+        note_failure(request)
+        return _page(request, "login.html", None, status=401, next=_next(next), error="That token is not known here.")
+    store = sessions(request)
+    store.close(request.cookies.get(COOKIE, ""))  # a fresh id at every login: no session fixation
+    session_id, _ = store.open(digest(token.strip()))
+    request.state.dashboard_who = who
+    response = RedirectResponse(_next(next), status_code=303)
+    response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict", path="/ui",
+                        secure=scheme(request) == "https")
+    response.delete_cookie(LEGACY_COOKIE, path="/ui")
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+    """End the session here, on the server (the id is worthless after), and clear the cookie."""
+    if _session(request, touch=False) is not None:
+        _who(request, csrf)
+        sessions(request).close(request.cookies.get(COOKIE, ""))
     response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/ui")
+    response.delete_cookie(COOKIE, path="/ui", secure=scheme(request) == "https", httponly=True, samesite="strict")
+    response.delete_cookie(LEGACY_COOKIE, path="/ui")
     return response
 
 
@@ -123,10 +315,12 @@ async def fleet(request: Request) -> HTMLResponse:
 @router.get("/nodes/{name}", response_class=HTMLResponse)
 async def node(name: str, request: Request) -> HTMLResponse:
     who = _who(request)
+    if name not in request.app.state.service.controller.node_ids:
+        return _missing(request, who, f"no node {name[:255]!r}")
     try:
         detail = await nodes.get_node(name, request, who)
-    except NeocloudError:
-        return _page(request, "missing.html", who, what=f"no node {name!r}")
+    except (NeocloudError, HTTPException):
+        return _missing(request, who, f"no node {name!r}")
     return _page(request, "node.html", who, node=detail)
 
 
@@ -148,42 +342,73 @@ async def work(request: Request, fragment: bool = False) -> HTMLResponse:
 
 
 @router.post("/jobs")
-async def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)]) -> Response:
-    who = _who(request)
+async def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)],
+                 csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+    who = _who(request, csrf)
     try:
-        parsed = JobSpec.model_validate(yaml.safe_load(spec) or {})
+        parsed = JobSpec.model_validate(_yaml(spec) or {})
         created = await jobs.submit(parsed, request, who)
     except (yaml.YAMLError, ValidationError, HTTPException, NeocloudError) as e:
-        return _page(request, "jobs.html", who, sample=SAMPLE, error=_message(e), spec=spec, **await _work(request, who))
+        return _page(request, "jobs.html", who, status=422, sample=SAMPLE, error=_message(e), spec=_shown(spec),
+                     **await _work(request, who))
     return RedirectResponse(f"/ui/jobs/{json.loads(created.body)['id']}", status_code=303)
+
+
+def _yaml(text: str) -> Any:
+    """A form's YAML; refused, like the API refuses it, if it holds a lone surrogate (from a
+    "\\ud800" escape), which no UTF-8 store can hold."""
+    try:
+        value = yaml.safe_load(text)
+    except RecursionError:
+        raise NeocloudError("the YAML is nested too deeply") from None
+    try:
+        json.dumps(value, default=str, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise NeocloudError("the text holds a lone surrogate (a \\ud800-\\udfff escape): not valid text") from None
+    except (RecursionError, ValueError):  # nested too deeply, or an anchor that refers to itself
+        raise NeocloudError("the YAML is nested too deeply or refers to itself") from None
+    return value
+
+
+def _shown(text: str) -> str:
+    """A form's text to put back in the page for fixing, valid UTF-8 whatever it held."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _message(e: Exception) -> str:
     """What to fix, in one line, whichever layer refused."""
     if isinstance(e, HTTPException):
-        return str(e.detail)
+        detail = e.detail
+        if isinstance(detail, list):  # FastAPI's validation errors
+            return "; ".join(f"{'.'.join(map(str, x.get('loc', ()))) or 'spec'}: {x.get('msg', '')}"
+                             if isinstance(x, dict) else str(x) for x in detail)
+        return _shown(str(detail))
     if isinstance(e, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors(include_url=False))
-    return str(e)
+        return _shown("; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}"
+                                for x in e.errors(include_url=False)))
+    return _shown(str(e))
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job(job_id: int, request: Request) -> HTMLResponse:
+def job(job_id: str, request: Request) -> HTMLResponse:
     return _job(job_id, request, "job.html")
 
 
 @router.get("/jobs/{job_id}/live", response_class=HTMLResponse)
-def job_live(job_id: int, request: Request) -> HTMLResponse:
+def job_live(job_id: str, request: Request) -> HTMLResponse:
     """The parts of a job's page that move: its state, events and log tail."""
     return _job(job_id, request, "job_live.html")
 
 
-def _job(job_id: int, request: Request, template: str) -> HTMLResponse:
+def _job(raw_id: str, request: Request, template: str) -> HTMLResponse:
     who = _who(request)
+    job_id = _id(raw_id)
+    if job_id is None:
+        return _missing(request, who, f"no job {raw_id[:40]!r}")
     try:
         row = jobs.get_job(job_id, request, who)
     except HTTPException:
-        return _page(request, "missing.html", who, what=f"no job {job_id}")
+        return _missing(request, who, f"no job {job_id}")
     log = ""
     if row.attempts:  # the tail of rank 0's output
         path = Path(request.app.state.service.backend.log_path(job_id, 0, "stdout"))
@@ -193,13 +418,16 @@ def _job(job_id: int, request: Request, template: str) -> HTMLResponse:
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel(job_id: int, request: Request) -> Response:
-    who = _who(request)
+async def cancel(job_id: str, request: Request, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+    who = _who(request, csrf)
+    number = _id(job_id)
+    if number is None:
+        return _missing(request, who, f"no job {job_id[:40]!r}")
     try:
-        await jobs.cancel(job_id, request, who)
-    except HTTPException:
-        return _page(request, "missing.html", who, what=f"no job {job_id}")
-    return RedirectResponse(f"/ui/jobs/{job_id}", status_code=303)
+        await jobs.cancel(number, request, who)
+    except (HTTPException, NeocloudError):
+        return _missing(request, who, f"no job {number}")
+    return RedirectResponse(f"/ui/jobs/{number}", status_code=303)
 
 
 # -- performance, business, capacity, twin -----------------------------------------------------------
@@ -207,13 +435,14 @@ BUCKETS = 60
 
 
 @router.get("/performance", response_class=HTMLResponse)
-async def performance(request: Request, hours: float = 6.0) -> HTMLResponse:
+async def performance(request: Request, hours: Annotated[float, Query(allow_inf_nan=False)] = 6.0) -> HTMLResponse:
     """GPUs allocated over time (from the metered attempts and the running jobs), goodput by tenant,
     fragmentation and decisions now."""
     who = _who(request)
     service = request.app.state.service
     now = service.controller.clock()
-    t0 = now - max(min(hours, 24 * 31), 0.1) * 3600
+    hours = max(min(hours, 24 * 31), 0.1)
+    t0 = now - hours * 3600
     step = (now - t0) / BUCKETS
     allocated = [0.0] * BUCKETS
     with service.sessions() as s:
@@ -232,7 +461,7 @@ async def performance(request: Request, hours: float = 6.0) -> HTMLResponse:
     free = sum(n.gpus_free for n in all_nodes)
     stranded = sum(n.gpus_free for n in all_nodes if 0 < n.gpus_free < n.gpus and n.state in ("MIXED", "IDLE"))
     series = {"t": [t0 + (i + 1) * step for i in range(BUCKETS)], "allocated": allocated, "total": total}
-    return _page(request, "performance.html", who, series=json.dumps(series), hours=hours,
+    return _page(request, "performance.html", who, series=_json(series), hours=hours,
                  per_tenant=goodput.tenant_goodput(request, who, None), total=total, free=free,
                  fragmentation=stranded / free if free else 0.0, decisions=service.controller.sched.decisions,
                  uptime=max(now - service.controller.started_at, 1e-9))
@@ -259,7 +488,7 @@ async def business(request: Request) -> HTMLResponse:
     backlog = billing.get_backlog(request, who) if who.admin else None
     return _page(request, "business.html", who, contracts=contracts, guarantees=guarantees, invoices=invoices,
                  backlog=backlog,
-                 backlog_json=json.dumps(backlog or {}, default=str), month=month)
+                 backlog_json=_json(backlog or {}), month=month)
 
 
 @router.get("/capacity", response_class=HTMLResponse)
@@ -272,19 +501,22 @@ def capacity(request: Request) -> HTMLResponse:
 
 @router.post("/capacity", response_class=HTMLResponse)
 def capacity_plan(request: Request, pipeline: Annotated[str, Form(max_length=1_000_000)],
-                  runs: Annotated[int, Form(ge=100, le=50_000)] = 5000) -> HTMLResponse:
+                  runs: Annotated[int, Form(ge=100, le=50_000)] = 5000,
+                  csrf: Annotated[str, Form(max_length=128)] = "") -> HTMLResponse:
     """The buildout plan's fan chart against the target and the contracted power (admin)."""
-    who = _who(request)
+    who = _who(request, csrf)
     if not who.admin:
-        raise HTTPException(403, "capacity plans are the operator's: log in with the admin token")
+        return _page(request, "refused.html", who, status=403,
+                     what="capacity plans are the operator's: log in with the admin token")
     from neocloud.capacity.montecarlo import simulate
     from neocloud.capacity.plan import summarise
     from neocloud.capacity.schema import pipeline_from_dict
 
     try:
-        p = pipeline_from_dict(yaml.safe_load(pipeline), "pipeline")
+        p = pipeline_from_dict(_yaml(pipeline), "pipeline")
     except (yaml.YAMLError, NeocloudError) as e:
-        return _page(request, "capacity_page.html", who, plan=None, data="{}", pipeline=pipeline, error=str(e))
+        return _page(request, "capacity_page.html", who, status=422, plan=None, data="{}", pipeline=_shown(pipeline),
+                     error=_message(e))
     plan = summarise(p, simulate(p, runs, 0))
     data = chart_data(plan)
     return _page(request, "capacity_page.html", who, plan=plan, data=data, pipeline=pipeline, error="")
@@ -301,24 +533,27 @@ def twin(request: Request) -> HTMLResponse:
 
 
 @router.post("/twin")
-def twin_run(request: Request, trace: Annotated[str, Form()], fleet_file: Annotated[str, Form()],
-             policy: Annotated[str, Form()], placement: Annotated[str, Form()] = "neocloud") -> Response:
+def twin_run(request: Request, trace: Annotated[str, Form(max_length=255)],
+             fleet_file: Annotated[str, Form(max_length=255)], policy: Annotated[str, Form(max_length=64)],
+             placement: Annotated[str, Form(max_length=64)] = "neocloud",
+             csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     """Replay a trace through the twin (the same scheduler) and keep the report beside the last one."""
-    who = _who(request)
+    who = _who(request, csrf)
     from neocloud.fleet.loader import load_fleet
     from neocloud.sim.engine import simulate
     from neocloud.sim.traces import load_trace
 
     reports = request.app.state.twin_reports
     if trace not in _traces() or fleet_file not in _fleets():
-        return _page(request, "twin.html", who, reports=reports, error="pick a trace and a fleet from the lists",
-                     traces=_traces(), fleets=_fleets())
+        return _page(request, "twin.html", who, status=422, reports=reports,
+                     error="pick a trace and a fleet from the lists", traces=_traces(), fleets=_fleets())
     try:
         with TWIN_LOCK:  # one replay at a time: it is CPU-bound
             report = simulate(load_fleet(EXAMPLES / "fleets" / fleet_file), load_trace(EXAMPLES / "traces" / trace),
                               policy=policy, placement=placement).to_dict()
     except NeocloudError as e:
-        return _page(request, "twin.html", who, reports=reports, error=str(e), traces=_traces(), fleets=_fleets())
+        return _page(request, "twin.html", who, status=422, reports=reports, error=_message(e), traces=_traces(),
+                     fleets=_fleets())
     reports.append({"trace": trace, "fleet": fleet_file, **report})
     del reports[:-2]
     return RedirectResponse("/ui/twin", status_code=303)
