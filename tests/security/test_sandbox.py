@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 import neocloud
 from neocloud.backends.cgroups import Cgroup
+from neocloud.backends.base import Task
 from neocloud.backends.local import LocalBackend
 from neocloud.client import ApiError, Client
 from tests.api.conftest import ADMIN, Server, serving, wait_for
@@ -199,3 +201,74 @@ def test_cpus_and_memory_are_enforced(cloud: Server) -> None:
     assert int(quota) == 25_000  # a quarter of each 100 ms period
     c.cancel(spin["id"])
     assert c.wait(spin["id"])["state"] == "CANCELLED"
+
+
+def test_no_tenant_may_take_the_name_of_neocloud_s_own_jobs(cloud: Server) -> None:
+    for name in ("system", "SYSTEM"):
+        with pytest.raises(ApiError) as e:
+            cloud.client().create_tenant(name)
+        assert e.value.status == 409 and "neocloud's own jobs" in str(e.value)
+
+
+def test_a_stop_sent_as_the_rank_starts_is_carried_out(tmp_path: Path) -> None:
+    """Cancelled the moment it is launched, each rank still gets its SIGTERM (its trap runs, or the
+    signal ends it before the trap is set), its supervisor records how it ended, nothing is left."""
+    backend = LocalBackend(tmp_path)
+    command = "trap 'exit 5' TERM; while :; do sleep 0.05; done"
+    try:
+        for job in range(1, 11):
+            backend.launch([Task(job, 1, command, {}, (("n0", (0,)),), tenant="alice")])
+            backend.stop(job, 1)
+        ended: list = []
+        wait_for(lambda: ended.extend(backend.poll()) or len(ended) == 10, timeout=60)
+        assert {e.codes for e in ended} <= {(5,), (143,)} and (5,) in {e.codes for e in ended}
+        assert Cgroup.leftovers(backend.instance) == []
+    finally:
+        backend.reap_orphans(set())
+        backend.close()
+
+
+def test_a_checkpoint_tree_of_any_shape_does_not_stop_the_controller(cloud: Server) -> None:
+    c = _as(cloud, "mallory")
+    job = c.submit({"name": "deep", "gpus": 8, "command":
+                    'cd "$NEOCLOUD_CHECKPOINT_DIR"; for i in $(seq 1200); do mkdir d; cd d; done; '
+                    'ln -s /dev/zero zero; ln -s / root; echo deep; sleep 600'})
+    wait_for(lambda: "deep" in c.logs(job["id"])["text"], timeout=60)
+    node = c.job(job["id"])["placement"][0]["node"]
+    result = cloud.client().signal(node, {"kind": "xid", "code": 79})
+    assert result["interrupted"] == [job["id"]]
+    wait_for(lambda: c.job(job["id"])["attempts"] == 2)
+    assert cloud.client().health()["status"] == "ok"
+    c.cancel(job["id"])
+    assert c.wait(job["id"])["state"] == "CANCELLED"
+    # rm, not Python's rmtree, which recurses as deep as the tree goes
+    subprocess.run(["rm", "-rf", str(cloud.data_dir / "checkpoints" / str(job["id"]))], check=True)
+
+
+def test_a_full_disk_does_not_hang_another_tenant_s_job(tmp_path: Path) -> None:
+    """mallory fills the filesystem the jobs' files live on; alice's running job, which goes on
+    writing to its log (what finds no room is dropped), still runs to its end, and how it ended is
+    known."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    try:
+        srv = Server(tmp_path / "data", None, args=("--jobs-dir", str(small)))
+        with serving(srv):
+            admin = srv.client()
+            for name in ("alice", "mallory"):
+                admin.create_tenant(name)
+            mallory, alice = _as(srv, "mallory"), _as(srv, "alice")
+            talker = alice.submit({"name": "talk", "gpus": 1, "command":
+                                   "while [ ! -e go ]; do echo waiting; sleep 0.01; done; seq 1 200000; echo done"})
+            wait_for(lambda: "waiting" in alice.logs(talker["id"])["text"])
+            filler = mallory.wait(mallory.submit({"name": "fill", "gpus": 1, "command":
+                                                  "dd if=/dev/zero of=/job/fill bs=1M count=64; true"})["id"])
+            assert filler["state"] == "COMPLETED"
+            assert shutil.disk_usage(small).free < 64 << 10
+            (small / "work" / str(talker["id"]) / "go").touch()
+            done = alice.wait(talker["id"], timeout=60)
+            assert (done["state"], done["exit_code"]) == ("COMPLETED", 0)
+            assert srv.client().health()["status"] == "ok"
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

@@ -8,6 +8,7 @@ import pwd
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.api.conftest import ADMIN, Server, wait_for
@@ -85,3 +86,22 @@ def test_a_tenant_s_job_runs_as_its_user_and_reaches_nothing_of_another(cloud: S
     assert variables["NEOCLOUD_JOB_ID"] == str(vid) and variables["HOME"] == str(jobs / "jobs" / str(vid))
     owner = (jobs / "checkpoints" / str(vid)).stat()
     assert (owner.st_uid, oct(owner.st_mode & 0o777)) == (pwd.getpwnam("nc-alice").pw_uid, "0o700")
+
+
+def test_links_and_fifos_in_a_job_s_own_directory_make_the_server_read_nothing_else(cloud: Server) -> None:
+    """The job's directory is its user's: whatever it leaves there in place of its logs and exit
+    file (a link to a secret, a FIFO, a device), the server, as root, neither follows nor blocks."""
+    mallory = cloud.client(cloud.client().create_token("mallory", "test"))
+    job = mallory.wait(mallory.submit({"name": "links", "gpus": 1, "command":
+                                       "echo before; rm -f rank-0.err rank-0.out; ln -s /etc/shadow rank-0.err; "
+                                       "mkfifo rank-0.out; ln -sf /dev/zero attempt-1.rank-0.exit"})["id"], timeout=60)
+    assert (job["state"], job["exit_code"]) == ("FAILED", None)  # its exit status could not be read: lost
+    quick = httpx.Client(base_url=cloud.url, headers={"Authorization": mallory.http.headers["Authorization"]},
+                         timeout=5)
+    for stream in ("stdout", "stderr"):
+        r = quick.get(f"/v1/jobs/{job['id']}/logs", params={"stream": stream})
+        assert r.status_code == 200 and r.json()["text"] == ""
+    assert "root:" not in quick.get(f"/v1/jobs/{job['id']}/logs", params={"stream": "stderr"}).text
+    assert cloud.client().health()["status"] == "ok"
+    again = mallory.wait(mallory.submit({"name": "after", "gpus": 1, "command": "echo fine"})["id"], timeout=60)
+    assert again["state"] == "COMPLETED" and mallory.logs(again["id"])["text"] == "fine\n"

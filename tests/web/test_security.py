@@ -218,9 +218,11 @@ def test_failed_logins_are_limited_like_failed_tokens(server: Server) -> None:
     http = httpx.Client(base_url=server.url, headers={"Origin": server.url})
     statuses = [http.post("/ui/login", data={"token": f"guess-{i}"}).status_code for i in range(30)]
     assert statuses[0] == 401 and statuses[-1] == 429
-    r = http.post("/ui/login", data={"token": ADMIN})  # even the right token, from this address, for now
+    r = http.post("/ui/login", data={"token": "guess-again"})
     assert r.status_code == 429 and "too many failed authentications" in r.text and int(r.headers["retry-after"]) >= 1
     assert "set-cookie" not in r.headers
+    r = http.post("/ui/login", data={"token": ADMIN})  # the right token is never locked out
+    assert r.status_code == 303 and "neocloud_session=" in r.headers["set-cookie"]
 
 
 def test_bad_ids_and_fields_get_an_answer_not_a_500(server: Server) -> None:
@@ -236,7 +238,7 @@ def test_bad_ids_and_fields_get_an_answer_not_a_500(server: Server) -> None:
         assert r.status_code == 404 and "no node" in r.text
     assert http.get(f"/ui/nodes/{'n' * 5000}").status_code == 404
     for spec, says in [('name: x\ncommand: "echo \\ud800"\ngpus: 1\n', "surrogate"),
-                       ("[" * 50_000, "nested too deeply"), ("&a [*a]", "refers to itself"),
+                       ("[" * 50_000, "nested too deeply"), ("&a [*a]", "aliases (*name) are not allowed"),
                        ("name: x\ncommand: echo\ngpus: 1\npriority: 99999999999999999999999\n", "priority")]:
         r = http.post("/ui/jobs", data={"spec": spec, "csrf": csrf}, headers=own)
         assert r.status_code == 422 and says in r.text, (spec[:40], r.status_code, r.text[-500:])
@@ -260,3 +262,26 @@ def test_no_page_runs_inline_script(template: str) -> None:
         assert re.search(r'\bsrc="/ui/static/[^"]+"', tag) or 'type="application/json"' in tag, tag
     assert not re.search(r"\son[a-z]+\s*=", text, flags=re.IGNORECASE)  # no onclick= and the like
     assert "hx-on" not in text and "javascript:" not in text and "js:" not in text  # htmx would need eval
+
+
+def test_a_job_spec_with_yaml_aliases_is_refused_before_it_can_expand(server: Server) -> None:
+    http, csrf = _dashboard(server)
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, n in zip("abcdefg", "bcdefgh"))
+    before = len(server.client().jobs(limit=1000))
+    r = http.post("/ui/jobs", data={"spec": f"name: bomb\ncommand: 'true'\nenv:\n  X: '1'\nbomb:\n  {bomb}", "csrf": csrf},
+                  headers={"Origin": server.url})
+    assert r.status_code == 422 and "aliases (*name) are not allowed" in r.text
+    assert len(server.client().jobs(limit=1000)) == before
+    assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+def test_a_second_session_cookie_planted_beside_ours_ends_the_session(server: Server) -> None:
+    admin_http, _ = _dashboard(server)
+    server.client().create_tenant("mallory")
+    mallory_http, _ = _dashboard(server, server.client().create_token("mallory", "test"))
+    theirs = mallory_http.cookies["neocloud_session"]
+    ours = admin_http.cookies["neocloud_session"]
+    r = httpx.get(f"{server.url}/ui/jobs", headers={"Cookie": f"neocloud_session={theirs}; neocloud_session={ours}"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/ui/login")
+    assert admin_http.get("/ui/jobs").status_code == 200  # alone, each still works

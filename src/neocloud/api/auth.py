@@ -4,6 +4,7 @@ revocable, optionally expiring); failed attempts are limited per client address.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import math
 import threading
@@ -53,12 +54,13 @@ def holder(request: Request, token: str) -> Principal | None:
 async def caller(request: Request) -> Principal:
     """Any valid token (FastAPI dependency; async, as it never blocks, so it runs on the loop).
 
-    A client address that failed too often is refused (429) even with a valid token, so that
-    guessing cannot go on; each failure is counted and audited."""
-    check_rate(request)
+    A valid token is never refused: clients sharing an address (every job on a host shares its
+    loopback) cannot lock each other out. Failures are counted per address and audited; past the
+    limit they are answered 429 and no longer audited, so a flood of them costs little."""
     who = identify(request)
     if who is None:
         if request.headers.get("authorization", "").strip():  # a credential that did not hold
+            check_rate(request)
             note_failure(request)
         raise HTTPException(401, "missing, unknown, expired or revoked bearer token: send "
                                  "'Authorization: Bearer TOKEN'", headers={"WWW-Authenticate": "Bearer"})
@@ -144,11 +146,21 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def client_key(request: Request) -> str:
+    """Whose failures count together: an IPv4 address, an IPv6 /64 (one host's), all of loopback."""
+    try:
+        ip = ipaddress.ip_address(client_address(request))
+    except ValueError:
+        return client_address(request)
+    if ip.is_loopback:
+        return "loopback"
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+
 def check_rate(request: Request) -> None:
-    """Refuse (429, with Retry-After in seconds) a client address that failed to authenticate too
-    often lately, whatever it sends now. For every way in: the API's bearer tokens, the dashboard's
-    login form."""
-    client = client_address(request)
+    """Refuse (429, with Retry-After in seconds) a failed authentication from a client address that
+    failed too often lately. For every way in: the API's bearer tokens, the dashboard's login form."""
+    client = client_key(request)
     wait = limiter(request).retry_after(client)
     if wait <= 0:
         return
@@ -160,7 +172,7 @@ def check_rate(request: Request) -> None:
 
 def note_failure(request: Request, status: int = 401) -> None:
     """Count a failed authentication from the request's address, and audit it."""
-    limiter(request).fail(client_address(request))
+    limiter(request).fail(client_key(request))
     _audit(request, status, "unknown, expired or revoked credential")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from asyncio import wrap_future
 from typing import Annotated
 
@@ -11,7 +10,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from neocloud.api.auth import Principal, caller
-from neocloud.api.schemas import MAX_ID, NAME, EventOut, JobOut, JobSpec, LogsOut, QueueEntry
+from neocloud.api.schemas import (
+    MAX_ID,
+    NAME,
+    EventOut,
+    JobOut,
+    JobSpec,
+    LogsOut,
+    QueueEntry,
+)
+from neocloud.backends.base import read_file
 from neocloud.control.controller import DEFAULT_TENANT, NotFound
 from neocloud.store.tables import JobEvent, JobRow
 
@@ -104,15 +112,10 @@ def logs(job_id: JobId, request: Request, who: Caller,
          offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
          limit: Annotated[int, Query(ge=1, le=MAX_LOG_CHUNK)] = MAX_LOG_CHUNK) -> LogsOut:
     row = _own_job(request, who, job_id)
-    path = request.app.state.service.backend.log_path(job_id, rank, stream)
-    data = b""
     try:
-        with open(path, "rb") as f:
-            if offset < os.fstat(f.fileno()).st_size:  # past the end is nothing yet (seeking there may fail)
-                f.seek(offset)
-                data = f.read(limit)
-    except FileNotFoundError:
-        pass
+        data = read_file(request.app.state.service.backend.log_path(job_id, rank, stream), offset, limit)
+    except OSError:  # not a log the backend wrote (see read_file): nothing to show
+        data = b""
     text, used = _decode(data)
     return LogsOut(job_id=job_id, rank=rank, stream=stream, offset=offset, next_offset=offset + used, text=text,
                    done=row.state not in ("PENDING", "RUNNING"))

@@ -148,7 +148,7 @@ class JobSpec(Input):
     restart_cost: Duration = None  # seconds from a restart to training again, for goodput accounting
     max_restarts: int = Field(default=3, ge=0, le=100,
                               description="Restarts from checkpoint after node failures before the job fails.")
-    cpus: float | None = Field(default=None, gt=0, le=4096,
+    cpus: float | None = Field(default=None, ge=0.001, le=4096,
                                description="CPUs per node, e.g. 8 or 0.5: counted by the scheduler, enforced as a quota.")
     memory: int | None = Field(default=None, description="Memory per node: MiB, or '512Mi', '64Gi', '64G': "
                                                         "counted by the scheduler; the rank is killed above it.")

@@ -23,7 +23,7 @@ def make_backend(name: str, data_dir: Path, jobs_dir: Path | None = None, gpu_de
     if name == "slurm":
         from neocloud.backends.slurm import SlurmBackend
 
-        return SlurmBackend(files / "jobs")
+        return SlurmBackend(files / "jobs", private=data_dir)
     if name == "ray":
         from neocloud.backends.ray import RayBackend
 

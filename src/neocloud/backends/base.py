@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -20,6 +22,7 @@ class Task:
     checkpoint_dir: Path | None = None  # kept across attempts; given to the job as NEOCLOUD_CHECKPOINT_DIR
     cpu_milli: int = 0  # per rank: enforced where the backend can (0: no limit)
     memory_mib: int = 0  # per rank, likewise
+    trusted: bool = False  # neocloud's own (an active check): runs as the server's user, outside any sandbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,35 @@ class Exit:
 
 
 Recovered = Literal["running"] | Exit | None
+
+
+def read_file(path: Path, offset: int = 0, limit: int = 1 << 20) -> bytes:
+    """Up to `limit` bytes of a regular file from `offset` (b"" if it is missing or shorter).
+
+    Where a tenant's user may write in a job's directory (Slurm's), a log or exit file may be a
+    link, a FIFO or a device put there to make the server, as root, read something else or block:
+    such a file is refused (OSError), never followed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    with os.fdopen(fd, "rb") as f:
+        size = file_size(path, os.fstat(fd))
+        if offset >= size:  # past the end is nothing yet (seeking there may fail)
+            return b""
+        f.seek(offset)
+        return f.read(limit)
+
+
+def file_size(path: Path, st: os.stat_result | None = None) -> int:
+    """A regular file's size, 0 if it is missing; OSError if it is anything else (see `read_file`)."""
+    try:
+        st = st or os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{path} is not a regular file")
+    return st.st_size
 
 
 class Backend(Protocol):

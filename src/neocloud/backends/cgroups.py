@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 100_000  # the CPU quota's period
-PIDS_MAX = 16_384  # processes and threads a rank may hold: a fork bomb stops here
+PIDS_MAX = 16_384  # processes and threads a rank may hold (and all ranks half the host's): a fork bomb stops here
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,11 @@ class Cgroup:
 
     def create(self, limits: Limits) -> None:
         for d in self.dirs:
-            d.parent.mkdir(exist_ok=True)
+            if not d.parent.exists():
+                d.parent.mkdir(exist_ok=True)
+                if d == self.controllers.get("pids"):  # all ranks together leave the host room
+                    with contextlib.suppress(OSError):
+                        _write(d.parent, "pids.max", str(_host_pids() // 2))
             wanted = " ".join(f"+{c}" for c, cd in self.controllers.items() if cd == d)
             if wanted and _v2(d.parent):  # a v2 controller reaches a cgroup only through its parents
                 for level in (d.parent.parent, d.parent):
@@ -101,12 +106,15 @@ class Cgroup:
         except OSError:
             return []
 
-    def signal(self, sig: int, spare: int | None = None) -> None:
-        """Send `sig` to every process in the cgroup but `spare`."""
+    def signal(self, sig: int, spare: set[int] = frozenset()) -> int:
+        """Send `sig` to every process in the cgroup but those in `spare`; say to how many."""
+        sent = 0
         for pid in self.pids():
-            if pid != spare:
+            if pid not in spare:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
+                    sent += 1
+        return sent
 
     def kill(self) -> None:
         """SIGKILL every process in it, at once (`cgroup.kill`), or one by one where that is missing."""
@@ -115,19 +123,23 @@ class Cgroup:
         except OSError:
             self.signal(signal.SIGKILL)
 
-    def remove(self) -> None:
-        """Kill what is left, and remove the directories once empty (the kernel frees them lazily)."""
+    def remove(self, wait_s: float = 5.0) -> None:
+        """Kill what is left, and remove the directories once empty: the last processes may take a
+        moment to exit, and a cgroup cannot go before they have."""
+        deadline = time.monotonic() + wait_s
         self.kill()
         for d in self.dirs:
-            for _ in range(200):
+            while True:
                 try:
                     d.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:  # busy: its last processes are still exiting
+                    if time.monotonic() > deadline:
+                        raise
                     self.kill()
-                    os.sched_yield()
+                    time.sleep(0.005)
 
     @classmethod
     def leftovers(cls, instance: str) -> list[str]:
@@ -138,6 +150,13 @@ class Cgroup:
             return []
         parent = tracker / f"neocloud-{instance}"
         return sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+
+
+def _host_pids() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 32_768
 
 
 def _write(d: Path, name: str, value: str) -> None:

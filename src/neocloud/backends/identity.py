@@ -1,10 +1,10 @@
 """Each tenant is a Unix user of its own: `nc-<tenant>`, made on first use when neocloud runs as root.
 
 The user database is the record (as for Slurm, whose nodes must resolve a job's user too): an
-operator may make the users beforehand (from LDAP, say) and neocloud takes them as they are. A
-tenant name that is no valid user name (capitals, dots, over 32 characters) maps to
-`nc-<digest>`. Not as root, every job runs as the server's own user, and tenants are not kept
-apart by the kernel: see docs/security.md.
+operator may make the users beforehand (from LDAP, say) and neocloud takes them as they are,
+but never one that is root or in root's group. A tenant name that is no valid user name
+(capitals, dots, over 32 characters) maps to `ncx-<digest>`. Not as root, every job runs as the
+server's own user, and tenants are not kept apart by the kernel: see docs/security.md.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Identity:
 def user_name(tenant: str) -> str:
     if _VALID.match(tenant):
         return PREFIX + tenant
-    return PREFIX + hashlib.sha256(tenant.encode()).hexdigest()[:16]
+    return "ncx-" + hashlib.sha256(tenant.encode()).hexdigest()[:16]  # no nc-<name> can take it
 
 
 def tenant_identity(tenant: str) -> Identity:
@@ -45,9 +45,13 @@ def tenant_identity(tenant: str) -> Identity:
         for attempt in range(20):
             try:
                 p = pwd.getpwnam(name)
-                return Identity(name, p.pw_uid, p.pw_gid)
             except KeyError:
                 pass
+            else:
+                if p.pw_uid == 0 or p.pw_gid == 0:
+                    raise NeocloudError(f"the Unix user {name} of tenant {tenant!r} is root or in root's group: "
+                                        "a tenant's job never runs so; give it a user of its own")
+                return Identity(name, p.pw_uid, p.pw_gid)
             done = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
                                    "/nonexistent", "--shell", "/usr/sbin/nologin", "--comment",
                                    f"neocloud tenant {tenant}", name], capture_output=True, text=True)

@@ -21,11 +21,13 @@ the backend says so in `isolation`, and the controller then serves one tenant.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -39,7 +41,6 @@ from neocloud.backends.identity import Identity, tenant_identity
 from neocloud.backends.sandbox import Sandbox, tools
 from neocloud.backends.spawner import start_time
 from neocloud.errors import NeocloudError
-from neocloud.model.job import SYSTEM
 
 _CGROUP = re.compile(r"^j(\d+)-a(\d+)-r(\d+)$")  # a rank's cgroup: job, attempt, rank
 
@@ -114,7 +115,7 @@ class LocalBackend:
         return failed
 
     def _ranks(self, task: Task) -> list[dict]:
-        trusted = task.tenant == SYSTEM
+        trusted = task.trusted
         who: Identity | None = tenant_identity(task.tenant) if self.as_tenants and not trusted else None
         owner = (who.uid, who.gid) if who else (None, None)
         job_dir = self.root / str(task.job_id)
@@ -124,10 +125,10 @@ class LocalBackend:
             dirs.append([str(task.checkpoint_dir), *owner])
         command = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
         sandbox = Sandbox(()) if trusted else self.sandbox  # the server's own checks see the host as it is
-        ranks = []
+        ranks, port = [], _free_port()
         for rank, (node, gpus) in enumerate(task.nodes):
             stem = job_dir / f"attempt-{task.attempt}.rank-{rank}"
-            env = {**task.env, **_rank_env(task, rank, node, gpus)}
+            env = {**task.env, **_rank_env(task, rank, node, gpus, port)}
             how = sandbox.rank(command, env, who, work, task.checkpoint_dir, gpus)
             cgroup = {"instance": self.instance, "name": f"j{task.job_id}-a{task.attempt}-r{rank}",
                       "cpu_milli": task.cpu_milli, "memory_mib": task.memory_mib} if self.cgroups else None
@@ -231,8 +232,11 @@ class LocalBackend:
                 continue
             supervisor = self._read_rank(job_id, attempt, rank)
             if supervisor is None or not supervisor.alive():
-                Cgroup(self.instance, name).remove()
-                found.add((job_id, attempt))
+                group = Cgroup(self.instance, name)
+                if group.pids():
+                    found.add((job_id, attempt))
+                with contextlib.suppress(OSError):  # one that will not go is tried again at the next sweep
+                    group.remove()
         return found
 
     def _read_rank(self, job_id: int, attempt: int, rank: int) -> _Rank | None:
@@ -256,7 +260,15 @@ class LocalBackend:
         return self.root / str(job_id) / f"rank-{rank}.{'out' if stream == 'stdout' else 'err'}"
 
 
-def _rank_env(task: Task, rank: int, node: str, gpus: tuple[int, ...]) -> dict[str, str]:
+def _free_port() -> int:
+    """A port free now for the gang's rendezvous: not one another tenant's job could foresee and
+    take first on the loopback they share."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_env(task: Task, rank: int, node: str, gpus: tuple[int, ...], port: int) -> dict[str, str]:
     world = sum(len(g) for _, g in task.nodes)
     return {
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
@@ -267,7 +279,7 @@ def _rank_env(task: Task, rank: int, node: str, gpus: tuple[int, ...]) -> dict[s
         "NEOCLOUD_NUM_NODES": str(len(task.nodes)),
         "NEOCLOUD_GPUS_TOTAL": str(world),
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(20_000 + task.job_id % 20_000),
+        "MASTER_PORT": str(port),
     }
 
 

@@ -27,13 +27,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from neocloud.backends.base import Exit, Recovered, Task
+from neocloud.backends.base import Exit, Recovered, Task, read_file
 from neocloud.backends.identity import tenant_identity
 from neocloud.backends.sandbox import PASSED
 from neocloud.errors import NeocloudError
 from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
-from neocloud.model.job import SYSTEM
 
 PREFIX = "neocloud-"
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
@@ -52,7 +51,8 @@ class _Attempt:
 class SlurmBackend:
     name = "slurm"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, private: Path | None = None) -> None:
+        """`root` holds the jobs' directories; `private` (the data directory) is never opened to tenants."""
         if not os.environ.get("SLURM_CONF"):
             raise NeocloudError("the slurm backend finds its cluster through SLURM_CONF: set it to the path of "
                                 "slurm.conf")
@@ -64,7 +64,8 @@ class SlurmBackend:
         self.as_tenants = os.geteuid() == 0  # sbatch --uid is root's alone
         self.isolation = None if self.as_tenants else "neocloud is not running as root, so every job runs as its user"
         for d in (self.root.parent, self.root):
-            d.chmod(0o711)  # tenants reach their own job directories, and list nothing
+            if d != private:
+                d.chmod(0o711)  # tenants reach their own job directories, and list nothing
         shut = [str(p) for p in self.root.resolve().parents if not p.stat().st_mode & 0o001]
         if self.as_tenants and shut:
             raise NeocloudError(f"the slurm backend runs each tenant's job as its own user, who cannot reach "
@@ -124,7 +125,7 @@ class SlurmBackend:
 
     def _submit(self, task: Task) -> int:
         job_dir = self.root / str(task.job_id)
-        who = tenant_identity(task.tenant) if self.as_tenants and task.tenant != SYSTEM else None
+        who = tenant_identity(task.tenant) if self.as_tenants and not task.trusted else None
         for d in (job_dir, task.checkpoint_dir):  # the tenant's alone: others cannot even list them
             if d is not None:
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -189,8 +190,8 @@ class SlurmBackend:
     def _codes(self, job_id: int, attempt: int, ranks: int) -> tuple[int | None, ...]:
         codes = []
         for r in range(ranks):
-            try:
-                codes.append(int((self.root / str(job_id) / f"attempt-{attempt}.rank-{r}.exit").read_text()))
+            try:  # written by the tenant's user: read with care (see read_file)
+                codes.append(int(read_file(self.root / str(job_id) / f"attempt-{attempt}.rank-{r}.exit", limit=32)))
             except (OSError, ValueError):
                 codes.append(None)
         return tuple(codes)

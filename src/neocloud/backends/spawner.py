@@ -3,13 +3,14 @@
 Starting a process holds the parent's interpreter lock while the child is created; done in the
 server, hundreds of starts a second would stall the API and the controller. The server sends one
 JSON line of attempts on stdin and reads one line back: for each attempt, each rank's supervisor
-pid and kernel start time (also written to the rank's pid file), or an error. Each rank gets a
+pid and kernel start time (which the supervisor writes to the rank's pid file first), or an error. Each rank gets a
 supervisor forked from here (`supervisor.py`); the kernel reaps them, and they are session
 leaders, so they outlive this helper and the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import sys
 from typing import Any
 
 from neocloud.backends.cgroups import Cgroup, Limits
-from neocloud.backends.supervisor import supervise
+from neocloud.backends.supervisor import EXIT_WIDTH, STOPS, supervise
 
 
 def start_time(pid: int) -> str | None:
@@ -39,10 +40,13 @@ def _prepare(rank: dict[str, Any]) -> tuple[tuple[int, int], Cgroup | None]:
         if uid is not None:
             os.chown(path, uid, gid)
         os.chmod(path, 0o700)
+    # The exit file's room is taken now, blank (no status yet): the supervisor writes the status in
+    # place, so even on a disk the job has filled it finds the room to say how the rank ended.
+    fd = os.open(rank["exit_file"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.unlink(rank["exit_file"])  # left by an earlier try of this attempt
-    except FileNotFoundError:
-        pass
+        os.write(fd, b" " * EXIT_WIDTH)
+    finally:
+        os.close(fd)
     logs = tuple(os.open(rank[s], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
                  for s in ("stdout", "stderr"))
     cgroup = None
@@ -54,12 +58,30 @@ def _prepare(rank: dict[str, Any]) -> tuple[tuple[int, int], Cgroup | None]:
 
 
 def _start(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | None) -> tuple[int, str]:
+    """Fork the rank's supervisor. It records its own pid and start time before anything else, so
+    a rank that ends at once is still known to have started (recovery must never run it again)."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)  # until the supervisor can handle them
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        try:
+            os.close(ready_r)
+            start = start_time(os.getpid()) or ""
+            with open(rank["pid_file"], "w") as f:
+                f.write(f"{os.getpid()} {start}")
+            os.write(ready_w, start.encode())
+            os.close(ready_w)
+        except BaseException:  # noqa: BLE001 - never back into the spawner's loop
+            os._exit(1)
         supervise(rank, logs, cgroup)
-    start = start_time(pid) or ""
-    with open(rank["pid_file"], "w") as f:
-        f.write(f"{pid} {start}")
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    os.close(ready_w)
+    try:
+        start = os.read(ready_r, 64).decode()
+    finally:
+        os.close(ready_r)
+    if not start:
+        raise OSError(f"the supervisor of {rank['pid_file']} could not start")
     return pid, start
 
 
@@ -73,7 +95,8 @@ def _attempt(ranks: list[dict[str, Any]]) -> dict[str, Any]:
     except (OSError, ValueError, KeyError) as e:
         for _, cgroup in prepared:
             if cgroup is not None:
-                cgroup.remove()
+                with contextlib.suppress(OSError):
+                    cgroup.remove()
         return {"error": str(e)}
     finally:
         for logs, _ in prepared:

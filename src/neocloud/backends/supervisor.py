@@ -5,25 +5,31 @@ own, so it outlives a crash of the server. It starts the rank in the rank's cgro
 rank's output into its log files (the job never holds them, so it cannot rewrite what it wrote
 before, nor fill the disk past the cap), stops it on request, and when the rank's first process
 ends kills whatever it left behind, then records the exit status where the job cannot write:
-the file appears only once every process of the rank is gone.
+the status is in the file only once every process of the rank is gone.
 
 Signals: SIGTERM stops the rank gracefully (SIGTERM to its processes, SIGKILL after the grace);
-SIGUSR1 kills it at once.
+SIGUSR1 kills it at once. Both are blocked from the spawner's fork until the handlers are in
+place, so a stop sent the moment a rank starts is carried out, not lost with the supervisor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+import time
 from typing import Any, NoReturn
 
 from neocloud.backends.cgroups import Cgroup
 from neocloud.backends.sandbox import ARGS_FD
 
 GRACE_S = 10.0  # between SIGTERM and SIGKILL
+EXIT_WIDTH = 16  # bytes of the exit file: blank until the rank has ended, then its status
+STOPS = frozenset({signal.SIGTERM, signal.SIGUSR1})  # blocked from the fork until the handlers are in place
 LOG_CAP = 1 << 30  # bytes a rank's stream may add to its log in one attempt
 CUT = b"\n[neocloud: output over 1 GiB in this attempt was dropped]\n"
+ENTRY = {"bwrap", "setpriv", "env"}  # what a sandboxed rank passes through before its own command runs
 
 
 def supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | None) -> NoReturn:
@@ -51,7 +57,13 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
     pumps = [threading.Thread(target=_pump, args=(r, log), daemon=True) for (r, _), log in zip(pipes, logs)]
     for t in pumps:
         t.start()
-    spare = pid if rank.get("spare_top") else None
+
+    def spared() -> set[int]:
+        """Processes a graceful stop leaves alone: in a sandbox, bubblewrap's monitor (its end would
+        kill the rank at once) and the PID namespace's init (which takes no signal it has no handler for)."""
+        if not rank.get("spare_top") or cgroup is None:
+            return set()
+        return {pid} | {p for p in cgroup.pids() if _namespace_init(p)}
 
     def kill(*_: object) -> None:
         if cgroup is not None:
@@ -59,17 +71,29 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
         else:
             _killpg(pid, signal.SIGKILL)
 
-    def stop(*_: object) -> None:
-        if cgroup is not None:
-            cgroup.signal(signal.SIGTERM, spare)
-        else:
+    def graceful() -> None:
+        """SIGTERM to the rank's processes, SIGKILL at the end of the grace. Stopped the moment it
+        starts, the rank may still be on its way in (bubblewrap, setpriv, env: a signal then may be
+        lost): it is signalled once its own command runs."""
+        deadline = time.monotonic() + GRACE_S
+        if cgroup is None:
             _killpg(pid, signal.SIGTERM)
-        timer = threading.Timer(rank.get("grace_s", GRACE_S), kill)
-        timer.daemon = True
-        timer.start()
+        else:
+            while time.monotonic() < deadline:
+                skip = spared()
+                if any(_command(p) not in ENTRY for p in cgroup.pids() if p not in skip):
+                    cgroup.signal(signal.SIGTERM, skip)
+                    break
+                time.sleep(0.02)
+        time.sleep(max(deadline - time.monotonic(), 0.0))
+        kill()
+
+    def stop(*_: object) -> None:
+        threading.Thread(target=graceful, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGUSR1, kill)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # a stop sent since the fork is handled now
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
@@ -77,11 +101,13 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
     for t in pumps:
         t.join(timeout=30)
     if cgroup is not None:
-        cgroup.remove()
-    tmp = rank["exit_file"] + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(code))
-    os.replace(tmp, rank["exit_file"])
+        with contextlib.suppress(OSError):  # one that will not go is swept at the server's next start
+            cgroup.remove()
+    fd = os.open(rank["exit_file"], os.O_WRONLY | os.O_CLOEXEC)  # made blank by the spawner: no new room needed
+    try:
+        os.pwrite(fd, str(code).ljust(EXIT_WIDTH).encode(), 0)
+    finally:
+        os.close(fd)
     return 0
 
 
@@ -97,8 +123,9 @@ def _args_file(args: list[str] | None) -> int | None:
 
 def _exec(rank: dict[str, Any], outputs: list[int], args_fd: int | None, cgroup: Cgroup | None) -> NoReturn:
     try:
-        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGPIPE):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGPIPE, signal.SIGXFSZ):  # as a fresh process has them
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.setpgid(0, 0)
         if cgroup is not None:
             cgroup.join(os.getpid())
@@ -115,16 +142,39 @@ def _exec(rank: dict[str, Any], outputs: list[int], args_fd: int | None, cgroup:
 
 
 def _pump(source: int, log: int) -> None:
-    """Copy the rank's output into its log, up to the cap; past it keep reading and drop."""
+    """Copy the rank's output into its log, up to the cap; past it, or while the log cannot be
+    written (a full disk), keep reading and drop: a rank must never block on its own output."""
     written = 0
     while chunk := os.read(source, 1 << 16):
         if written < LOG_CAP:
             keep = chunk[: LOG_CAP - written]
-            os.write(log, keep)
-            written += len(keep)
-            if written >= LOG_CAP:
-                os.write(log, CUT)
+            try:
+                os.write(log, keep)
+                written += len(keep)
+                if written >= LOG_CAP:
+                    os.write(log, CUT)
+            except OSError:  # this chunk is lost; the next may find room again
+                pass
     os.close(source)
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _namespace_init(pid: int) -> bool:
+    """Whether the process is PID 1 of a namespace below this one (NSpid ends in 1)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            line = next((x for x in f if x.startswith("NSpid:")), "")
+    except OSError:
+        return False
+    ids = line.split()[1:]
+    return len(ids) > 1 and ids[-1] == "1"
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from neocloud.backends.base import Backend, Exit, Task
+from neocloud.backends.base import Backend, Exit, Task, read_file
 from neocloud.control.billing import Billing
 from neocloud.control.metrics import Metrics
 from neocloud.control.nodes import Moved, Nodes
@@ -55,6 +55,7 @@ BATCH = 512  # commands per turn at most
 POLL_S = 0.1  # how often a busy loop asks the backend for news and refreshes the metrics
 SYNC_S = 2.0  # how often it asks which nodes the engine itself has drained
 MAX_RESTARTS = 3  # restarts after node failures a job gets unless its spec says otherwise
+CHECKPOINT_SCAN = 10_000  # entries of a job's checkpoint tree read to find its last write, at most
 NODE_ACTIONS = {"cordon": Stage.CORDONED, "drain": Stage.DRAINING, "uncordon": Stage.PRODUCTION}
 DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
 CHECK_COMMAND = f"{shlex.quote(sys.executable)} -m neocloud node check --quick --json"
@@ -319,13 +320,13 @@ class Controller:
             self._checks[job.id] = name
             self._checked_at[name] = now
             _event(s, row.id, now, "started", f"active check of {name} ({stage_now.value})")
-            tasks.append(self._task(row))
+            tasks.append(replace(self._task(row), trusted=True))
         return tasks
 
     def _check_report(self, job_id: int) -> dict[str, Any]:
         """The check's JSON report from its output, or the output's end if it is not one."""
         try:
-            text = self.backend.log_path(job_id, 0, "stdout").read_text(errors="replace")
+            text = read_file(self.backend.log_path(job_id, 0, "stdout")).decode(errors="replace")
         except OSError:
             return {}
         try:
@@ -341,15 +342,24 @@ class Controller:
         return int(count), float(gpu_s)
 
     def _last_checkpoint(self, job_id: int) -> float | None:
-        """When the job last wrote to its checkpoint directory."""
+        """When the job last wrote to its checkpoint directory. The tree is the tenant's: it is read
+        without following links, and no deeper or wider than a checkpoint needs (CHECKPOINT_SCAN)."""
         if self.checkpoints is None:
             return None
-        latest = None
-        for root, _, files in os.walk(self.checkpoints / str(job_id)):
-            for f in files:
-                with contextlib.suppress(OSError):
-                    t = os.stat(os.path.join(root, f)).st_mtime
-                    latest = t if latest is None else max(latest, t)
+        latest, seen, todo = None, 0, [(self.checkpoints / str(job_id), 0)]
+        while todo and seen < CHECKPOINT_SCAN:
+            folder, depth = todo.pop()
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > CHECKPOINT_SCAN:
+                        break
+                    st = entry.stat(follow_symlinks=False)
+                    if entry.is_dir(follow_symlinks=False):
+                        if depth < 16:
+                            todo.append((Path(entry.path), depth + 1))
+                    elif entry.is_file(follow_symlinks=False):
+                        latest = st.st_mtime if latest is None else max(latest, st.st_mtime)
         return latest
 
     def _launched(self, s: Session, action: Launch, now: float) -> Task:
@@ -533,6 +543,8 @@ class Controller:
         def run(s: Session, now: float) -> Tenant:
             if name in self.tenants:
                 raise Conflict(f"tenant {name!r} exists")
+            if name.lower() == SYSTEM:
+                raise Conflict(f"{name!r} is the name of neocloud's own jobs: choose another")
             row = Tenant(name=name, created_at=now)
             s.add(row)
             self.tenants.add(name)

@@ -80,6 +80,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+class _NoAliasLoader(_UniqueKeyLoader):
+    """For text from strangers: no aliases (`*name`), so a few hundred bytes cannot expand into
+    gigabytes (the "billion laughs")."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
@@ -87,15 +98,21 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(str(path), "", "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), "", f"cannot read the file: {exc}") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str, *, aliases: bool = True) -> Any:
+    """YAML text as data, each mistake a ConfigError naming its line; `aliases` False for text
+    from strangers (a form, a request)."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader if aliases else _NoAliasLoader)  # noqa: S506 - SafeLoaders
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         context = f"{exc.context}: " if exc.context else ""
-        raise ConfigError(str(path), where, f"invalid YAML: {context}{exc.problem}") from None
+        raise ConfigError(source, where, f"invalid YAML: {context}{exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "", f"invalid YAML: {exc}") from None
+        raise ConfigError(source, "", f"invalid YAML: {exc}") from None
 
 
 class _Names:

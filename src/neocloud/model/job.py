@@ -22,7 +22,7 @@ class PriorityClass(str, Enum):
 
 
 _RANK = {PriorityClass.RESERVED: 0, PriorityClass.ON_DEMAND: 1, PriorityClass.SPOT: 2}
-SYSTEM = "system"  # the tenant of neocloud's own jobs (active health checks): trusted, run as the server
+SYSTEM = "system"  # the tenant of neocloud's own jobs (active health checks); no tenant may take the name
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ the same host, which is the same site."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import json
@@ -27,10 +28,18 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from neocloud.api import billing, goodput, jobs, nodes
-from neocloud.api.auth import Principal, check_rate, holder, note_failure, principal_of_digest
+from neocloud.api.auth import (
+    Principal,
+    check_rate,
+    holder,
+    note_failure,
+    principal_of_digest,
+)
 from neocloud.api.schemas import MAX_ID, JobSpec
+from neocloud.backends.base import file_size
 from neocloud.control.controller import digest
 from neocloud.errors import NeocloudError
+from neocloud.fleet.loader import parse_yaml
 from neocloud.store.tables import UsageRow
 from neocloud.web import templates
 from neocloud.web.capacity import chart_data
@@ -88,7 +97,7 @@ def _session(request: Request, *, touch: bool = True) -> tuple[Session, Principa
     """The request's live session and whose it is now: the token is re-resolved every time, so a
     revoked or expired token ends its sessions at once."""
     store = sessions(request)
-    session_id = request.cookies.get(COOKIE, "")
+    session_id = _session_id(request)
     session = store.get(session_id, touch=touch)
     if session is None:
         return None
@@ -97,6 +106,15 @@ def _session(request: Request, *, touch: bool = True) -> tuple[Session, Principa
         store.close(session_id)
         return None
     return session, who
+
+
+def _session_id(request: Request) -> str:
+    """The session cookie, only if the request carries one alone. Cookies know no ports: a page on
+    another port of this host can plant a second, more specific one (its own session) for the
+    browser to send first; a request with two is taken for one with none."""
+    sent = [value for name, _, value in (c.strip().partition("=") for c in request.headers.get("cookie", "").split(";"))
+            if name == COOKIE]
+    return sent[0] if len(sent) == 1 else ""
 
 
 def audit_principal(request: Request) -> Principal | None:
@@ -122,7 +140,8 @@ def _who(request: Request, csrf: str | None = None) -> Principal:
         sent = csrf or request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(sent.encode("utf-8", "replace"), session.csrf.encode()):
             raise Refused("this form does not carry this session's CSRF token (it was not sent from this "
-                          "dashboard's own page, or the page is from an earlier session): reload the page and try again")
+                          "dashboard's own page, or the page is from an earlier session): reload the page and "
+                          "try again")
     return who
 
 
@@ -250,17 +269,17 @@ def login(request: Request, token: Annotated[str, Form(max_length=512)],
     yet to bind one to, and a cookie-bound one is no stronger on a host whose other ports can set
     cookies): a login must show this server's own Origin (or Referer), which `_same_origin` checks.
     Failed logins count against the client's address like failed bearer tokens do."""
-    try:
-        check_rate(request)
-    except HTTPException as e:
-        return _page(request, "login.html", None, status=e.status_code, next=_next(next), error=str(e.detail),
-                     headers=e.headers)
     who = holder(request, token)
     if who is None:
+        try:
+            check_rate(request)
+        except HTTPException as e:
+            return _page(request, "login.html", None, status=e.status_code, next=_next(next), error=str(e.detail),
+                         headers=e.headers)
         note_failure(request)
         return _page(request, "login.html", None, status=401, next=_next(next), error="That token is not known here.")
     store = sessions(request)
-    store.close(request.cookies.get(COOKIE, ""))  # a fresh id at every login: no session fixation
+    store.close(_session_id(request))  # a fresh id at every login: no session fixation
     session_id, _ = store.open(digest(token.strip()))
     request.state.dashboard_who = who
     response = RedirectResponse(_next(next), status_code=303)
@@ -275,7 +294,7 @@ def logout(request: Request, csrf: Annotated[str, Form(max_length=128)] = "") ->
     """End the session here, on the server (the id is worthless after), and clear the cookie."""
     if _session(request, touch=False) is not None:
         _who(request, csrf)
-        sessions(request).close(request.cookies.get(COOKIE, ""))
+        sessions(request).close(_session_id(request))
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(COOKIE, path="/ui", secure=scheme(request) == "https", httponly=True, samesite="strict")
     response.delete_cookie(LEGACY_COOKIE, path="/ui")
@@ -346,7 +365,7 @@ async def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)
                  csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     who = _who(request, csrf)
     try:
-        parsed = JobSpec.model_validate(_yaml(spec) or {})
+        parsed = JobSpec.model_validate(await asyncio.to_thread(_yaml, spec) or {})  # off the event loop
         created = await jobs.submit(parsed, request, who)
     except (yaml.YAMLError, ValidationError, HTTPException, NeocloudError) as e:
         return _page(request, "jobs.html", who, status=422, sample=SAMPLE, error=_message(e), spec=_shown(spec),
@@ -355,18 +374,18 @@ async def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)
 
 
 def _yaml(text: str) -> Any:
-    """A form's YAML; refused, like the API refuses it, if it holds a lone surrogate (from a
-    "\\ud800" escape), which no UTF-8 store can hold."""
+    """A form's YAML, without aliases; refused, like the API refuses it, if it holds a lone
+    surrogate (from a "\\ud800" escape), which no UTF-8 store can hold."""
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text, "the form", aliases=False)
     except RecursionError:
         raise NeocloudError("the YAML is nested too deeply") from None
     try:
         json.dumps(value, default=str, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise NeocloudError("the text holds a lone surrogate (a \\ud800-\\udfff escape): not valid text") from None
-    except (RecursionError, ValueError):  # nested too deeply, or an anchor that refers to itself
-        raise NeocloudError("the YAML is nested too deeply or refers to itself") from None
+    except RecursionError:
+        raise NeocloudError("the YAML is nested too deeply") from None
     return value
 
 
@@ -411,8 +430,10 @@ def _job(raw_id: str, request: Request, template: str) -> HTMLResponse:
         return _missing(request, who, f"no job {job_id}")
     log = ""
     if row.attempts:  # the tail of rank 0's output
-        path = Path(request.app.state.service.backend.log_path(job_id, 0, "stdout"))
-        size = path.stat().st_size if path.exists() else 0
+        try:
+            size = file_size(request.app.state.service.backend.log_path(job_id, 0, "stdout"))
+        except OSError:  # not a log the backend wrote: nothing to show
+            size = 0
         log = jobs.logs(job_id, request, who, offset=max(size - LOG_TAIL, 0), limit=LOG_TAIL).text
     return _page(request, template, who, job=row, events=jobs.events(job_id, request, who), log=log)
 
