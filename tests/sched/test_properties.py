@@ -176,6 +176,12 @@ def check_state(sched: Scheduler, model: Model) -> None:
             assert state.mem_free[node.id] == node.memory_mib - mem[node.id]
     assert state.used_milli == int(used.sum())
     assert 0.0 <= state.allocated_share <= 1.0
+    # Who holds each node, as the index keeps it, is what the allocations say.
+    holders: list[set[str]] = [set() for _ in range(n)]
+    for alloc in state.allocations.values():
+        for node in alloc.nodes:
+            holders[node].add(alloc.job_id)
+    assert state.on_node == holders
 
     # The fit index: per cell, per count of wholly free GPUs, the schedulable nodes.
     hist = np.zeros_like(state.hist)

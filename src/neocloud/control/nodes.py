@@ -50,8 +50,7 @@ class Nodes:
         return self.fleet.leaves[self.fleet.nodes[self.ids[name]].leaf].fabric
 
     def jobs_on(self, name: str) -> list[int]:
-        node = self.ids[name]
-        return sorted(int(j) for j, a in self.state.allocations.items() if node in a.nodes)
+        return sorted(int(j) for j in self.state.on_node[self.ids[name]])
 
     def load(self, s: Session) -> None:
         """At start: each node's stage and spare mark as kept."""

@@ -92,6 +92,7 @@ class ClusterState:
         self._groups_for: dict[tuple[str, ...], list[np.ndarray]] = {}
         self.version = 0  # bumped when capacity comes back (uncordon), so a scheduler knows to look
         self.allocations: dict[str, Allocation] = {}
+        self.on_node: list[set[str]] = [set() for _ in nodes]  # jobs holding part of each node
         self.total_gpus = int(self.gpu_cap.sum())
         self.used_milli = 0
 
@@ -184,10 +185,14 @@ class ClusterState:
             raise SchedulingError(f"job {alloc.job_id} does not fit on nodes {list(alloc.nodes)}")
         self._apply(alloc, nodes, rows, cols, -1)
         self.allocations[alloc.job_id] = alloc
+        for node in alloc.nodes:
+            self.on_node[node].add(alloc.job_id)
 
     def release(self, job_id: str) -> Allocation:
         alloc = self.allocations.pop(job_id)
         self._apply(alloc, *_coordinates(alloc), +1)
+        for node in alloc.nodes:
+            self.on_node[node].discard(job_id)
         return alloc
 
     def _apply(self, alloc: Allocation, nodes: np.ndarray, rows: np.ndarray, cols: np.ndarray, sign: int) -> None:
