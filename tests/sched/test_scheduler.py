@@ -197,6 +197,22 @@ def test_a_backfilled_long_job_never_delays_the_head() -> None:
     assert "head" in launched(sched.schedule(1_000)), "the head starts at its shadow time"
 
 
+def test_a_cordon_moves_the_head_s_reservation() -> None:
+    """The head's reservation is worked out again when a node is cordoned: kept as it was, a long
+    job could be backfilled onto the node the head must now wait for."""
+    sched = Scheduler(make_fleet(nodes_per_leaf=2, gpus=8), queue="fifo", placement="topo")
+    sched.submit(Job("r1", 6, estimate_s=1_000), 0)  # node 0, ends at 1000
+    sched.submit(Job("r2", 6, estimate_s=5_000), 0)  # node 1, ends at 5000
+    assert launched(sched.schedule(0)) == ["r1", "r2"]
+    sched.submit(Job("head", 8, estimate_s=100, submit_s=1), 1)
+    assert sched.schedule(1) == []  # reserved: node 0 at 1000
+    sched.state.set_schedulable(0, False)  # node 0 cordoned: the head's place is now node 1, at 5000
+    sched.submit(Job("long", 2, estimate_s=10_000, submit_s=2), 2)
+    assert sched.schedule(2) == [], "a 10,000 s job on node 1 would delay the head past 5,000 s"
+    sched.finish("r2", 5_000)
+    assert launched(sched.schedule(5_000)) == ["head"]
+
+
 def test_a_long_job_does_not_jump_a_head_whose_start_is_unknown() -> None:
     sched = Scheduler(make_fleet(gpus=8))
     sched.submit(Job("run", 6), 0)  # no estimate

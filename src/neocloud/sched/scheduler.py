@@ -371,9 +371,10 @@ class Scheduler:
 
         Walks running jobs by estimated end, counting the GPUs each frees, until some fabric
         has enough nodes for the head's gang. A running job with no estimate never ends, so then
-        the head's start is unknown and nothing may pass it. Kept until the running set changes.
+        the head's start is unknown and nothing may pass it. Kept until the running set changes, or
+        a node is cordoned or uncordoned.
         """
-        key = (head.seq, self._running_version)
+        key = (head.seq, self._running_version, self.state.cordons)
         if self._reserved is None or self._reserved[0] != key:
             self._reserved = (key, self._compute_reservation(head, now))
         start, spare = self._reserved[1]

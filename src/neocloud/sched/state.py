@@ -91,6 +91,7 @@ class ClusterState:
         self._widest: dict[tuple[str, ...], int] = {}
         self._groups_for: dict[tuple[str, ...], list[np.ndarray]] = {}
         self.version = 0  # bumped when capacity comes back (uncordon), so a scheduler knows to look
+        self.cordons = 0  # bumped by every cordon and uncordon: what is reserved on which nodes may change
         self.allocations: dict[str, Allocation] = {}
         self.on_node: list[set[str]] = [set() for _ in nodes]  # jobs holding part of each node
         self.total_gpus = int(self.gpu_cap.sum())
@@ -212,6 +213,7 @@ class ClusterState:
         """Cordon (False) or uncordon (True) a node: running work stays, new work goes elsewhere."""
         if bool(self.schedulable[node]) == schedulable:
             return
+        self.cordons += 1
         if schedulable:
             self.schedulable[node] = True
             self._indexed[node] = bool(self.gpu_cap[node] > 0)
