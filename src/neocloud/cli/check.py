@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from neocloud.cli.jobs import Server, Token, _client, node_app
+from neocloud.cli.options import Server, Token, node_app
+from neocloud.cli.options import client as _client
 from neocloud.cli.main import _progress, console
 
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from neocloud.cli import options
 from neocloud.errors import NeocloudError
 
 app = typer.Typer(help="neocloud: an open control plane for GPU clouds.", no_args_is_help=True,
@@ -250,6 +251,9 @@ def _print_report(report: dict) -> None:
         table.add_row(key, str(value))
     console.print(table)
 
+
+app.add_typer(options.node_app, name="node")
+app.add_typer(options.tenant_app, name="tenants")
 
 # These modules add their commands to `app`.
 from neocloud.cli import billing as _billing, capacity as _capacity, check as _check, jobs as _jobs, service as _service  # noqa: E402, F401, I001
