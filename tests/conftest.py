@@ -8,6 +8,7 @@ tests that cannot take function-scoped fixtures.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,18 @@ from neocloud.fleet.loader import fleet_from_dict
 from neocloud.model.fleet import Fleet
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+STRICT = os.environ.get("NEOCLOUD_TEST_STRICT") == "1"  # .ci/run sets it: there nothing may be missing
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Where everything a test needs must be there (CI), a test that would skip fails instead, with
+    its reason: a missing PostgreSQL, Slurm, Ray, Chromium, bubblewrap or ../shared is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome, report.longrepr = "failed", f"would skip, and NEOCLOUD_TEST_STRICT=1 allows none: {reason}"
 
 
 def make_fleet(
