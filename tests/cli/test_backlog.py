@@ -32,6 +32,12 @@ def test_the_example_books_backlog_by_customer_and_quarter_and_its_concentration
     assert out["over_limit"] == ["anchor-ai"] and out["limit"] == 0.3
 
 
+def test_the_backlog_as_a_table_says_its_date_and_each_quarter() -> None:
+    res = neocloud("backlog", "--book", str(EXAMPLES / "contracts.yaml"))
+    assert res.returncode == 0, res.stderr
+    assert "backlog as of 2026-10-01" in res.stdout and "2026-Q4" in res.stdout and "anchor-ai" in res.stdout
+
+
 def test_a_later_date_leaves_less_and_a_bad_book_is_refused(tmp_path: Path) -> None:
     later = json.loads(neocloud("backlog", "--book", str(EXAMPLES / "contracts.yaml"), "--as-of", "2027-07-01",
                                 "--json").stdout)

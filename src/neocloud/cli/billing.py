@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.table import Table
 
 from neocloud.api.schemas import ContractIn, _instant
-from neocloud.cli.options import Server, Token, when
+from neocloud.cli.options import Server, Token
+from neocloud.cli.options import when as _when
 from neocloud.cli.options import client as _client
 from neocloud.cli.main import app, console
 from neocloud.errors import NeocloudError
@@ -35,8 +36,8 @@ def contracts_list(history: Annotated[bool, typer.Option(help="Every version, no
     table = Table("contract", "v", "tenant", "GPUs", "type", "start", "end", "$/GPU-h", "take-or-pay", "valid to", "note")
     for c in _client(server, token)._call("GET", "/v1/contracts", params={"history": history}):
         table.add_row(str(c["contract"]), str(c["version"]), c["tenant"], str(c["gpus"]), c["gpu_type"],
-                      when(c["start"]), when(c["end"]), c["price_per_gpu_hour"], "yes" if c["take_or_pay"] else "no",
-                      when(c["valid_to"]) or "in force", c["note"])
+                      _when(c["start"]), _when(c["end"]), c["price_per_gpu_hour"], "yes" if c["take_or_pay"] else "no",
+                      _when(c["valid_to"]) or "in force", c["note"])
     console.print(table)
 
 
@@ -73,7 +74,7 @@ def contracts_terminate(contract: int, at: Annotated[Optional[str], typer.Option
     """End a contract early; its history stays."""
     body = {"note": note, **({"at": at} if at else {})}
     c = _client(server, token)._call("POST", f"/v1/contracts/{contract}/terminate", json=body)
-    console.print(f"contract {contract}: ends {when(c['end'])} (version {c['version']})")
+    console.print(f"contract {contract}: ends {_when(c['end'])} (version {c['version']})")
 
 
 @prices_app.command("set")
@@ -91,7 +92,7 @@ def prices_list(server: Server = None, token: Token = None) -> None:
     """Prices, oldest first."""
     table = Table("GPU", "class", "$/GPU-h", "since")
     for p in _client(server, token)._call("GET", "/v1/prices"):
-        table.add_row(p["gpu_type"], p["usage_class"], p["price_per_gpu_hour"], when(p["since"]))
+        table.add_row(p["gpu_type"], p["usage_class"], p["price_per_gpu_hour"], _when(p["since"]))
     console.print(table)
 
 
@@ -190,7 +191,7 @@ def backlog(book: Annotated[Optional[Path], typer.Option(help="A contract book (
     customers = result["customers"]
     millions = lambda x: f"{float(x) / 1e6:,.1f}"  # noqa: E731
     table = Table("quarter", *(c["tenant"] for c in customers), "total",
-                  title=f"backlog as of {when(result['as_of'])}, $M by quarter of delivery")
+                  title=f"backlog as of {_when(result['as_of'])}, $M by quarter of delivery")
     for q, total in result["quarters"].items():
         table.add_row(q, *(millions(c["quarters"].get(q, 0)) for c in customers), millions(total))
     table.add_row("[bold]backlog[/bold]", *(f"[bold]{millions(c['total'])}[/bold]" for c in customers),

@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from neocloud.cli.main import app, console, err
-from neocloud.cli.options import Server, Token, node_app, tenant_app, when
+from neocloud.cli.options import Server, Token, node_app, tenant_app
+from neocloud.cli.options import when as _when
 from neocloud.cli.options import client as _client
 from neocloud.client import read_spec
 from neocloud.errors import NeocloudError
@@ -39,7 +40,7 @@ def list_jobs(state: Annotated[Optional[str], typer.Option(help="Only jobs in th
     """List jobs, newest first."""
     table = Table("id", "name", "tenant", "state", "GPUs", "submitted", "placement")
     for j in _client(server, token).jobs(state=state, limit=limit):
-        table.add_row(str(j["id"]), j["name"], j["tenant"], j["state"], f"{j['gpus']:g}", when(j["submitted_at"]),
+        table.add_row(str(j["id"]), j["name"], j["tenant"], j["state"], f"{j['gpus']:g}", _when(j["submitted_at"]),
                       _placement(j["placement"]))
     console.print(table)
 
@@ -55,11 +56,11 @@ def show_job(job_id: int, server: Server = None, token: Token = None) -> None:
     table.add_row("command", j["command"] if isinstance(j["command"], str) else " ".join(j["command"]))
     table.add_row("placement", _placement(j["placement"]))
     for key in ("submitted_at", "started_at", "ended_at"):
-        table.add_row(key.removesuffix("_at"), when(j[key]))
+        table.add_row(key.removesuffix("_at"), _when(j[key]))
     console.print(table)
     events = Table("when", "event", "detail", title="events")
     for e in c.events(job_id):
-        events.add_row(when(e["at"]), e["kind"], e["message"])
+        events.add_row(_when(e["at"]), e["kind"], e["message"])
     console.print(events)
 
 
@@ -165,12 +166,12 @@ def node_show(name: str, server: Server = None, token: Token = None) -> None:
                   f"state {n['state']}  jobs {' '.join(map(str, n['jobs'])) or '-'}", highlight=False)
     history = Table("when", "from", "to", "reason", title="lifecycle")
     for m in n["history"]:
-        history.add_row(when(m["at"]), m["from_stage"], m["to_stage"], m["reason"])
+        history.add_row(_when(m["at"]), m["from_stage"], m["to_stage"], m["reason"])
     console.print(history)
     signals = Table("received", "observed", "kind", "signal", "rule", "action", title="health signals")
     for h in n["signals"]:
         detail = " ".join(f"{k}={v}" for k, v in h["payload"].items() if k not in ("kind", "report"))
-        signals.add_row(when(h["at"]), when(h["observed_at"]), h["kind"], detail, h["rule"], h["action"])
+        signals.add_row(_when(h["at"]), _when(h["observed_at"]), h["kind"], detail, h["rule"], h["action"])
     console.print(signals)
 
 
@@ -206,7 +207,7 @@ def tenants_list(server: Server = None, token: Token = None) -> None:
     """Tenants, their tokens and active jobs."""
     table = Table("tenant", "created", "tokens", "active jobs")
     for t in _client(server, token).tenants():
-        table.add_row(t["name"], when(t["created_at"]), str(t["tokens"]), str(t["jobs_active"]))
+        table.add_row(t["name"], _when(t["created_at"]), str(t["tokens"]), str(t["jobs_active"]))
     console.print(table)
 
 
@@ -224,7 +225,7 @@ def tenants_token(name: str, label: Annotated[str, typer.Option(help="A note to 
                   server: Server = None, token: Token = None) -> None:
     """Make an API token for a tenant and print it (it is shown only this once)."""
     t = _client(server, token).issue_token(name, label, expires_in)
-    err.print(f"token {t['id']} for {name}, expires {when(t['expires_at']) or 'never'}", highlight=False)
+    err.print(f"token {t['id']} for {name}, expires {_when(t['expires_at']) or 'never'}", highlight=False)
     print(t["token"])
 
 
@@ -235,8 +236,8 @@ def tenants_tokens(name: Annotated[Optional[str], typer.Argument(
     """A tenant's tokens: id, label, when made, when they expire, revoked or not (never the secrets)."""
     table = Table("id", "tenant", "label", "created", "expires", "state")
     for t in _client(server, token).tokens(name):
-        table.add_row(str(t["id"]), t["tenant"], t["label"], when(t["created_at"]), when(t["expires_at"]) or "never",
-                      t["state"] if t["revoked_at"] is None else f"revoked {when(t['revoked_at'])}")
+        table.add_row(str(t["id"]), t["tenant"], t["label"], _when(t["created_at"]), _when(t["expires_at"]) or "never",
+                      t["state"] if t["revoked_at"] is None else f"revoked {_when(t['revoked_at'])}")
     console.print(table)
 
 
