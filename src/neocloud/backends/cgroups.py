@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class Cgroup:
         except OSError:
             return []
 
-    def signal(self, sig: int, spare: set[int] = frozenset()) -> int:
+    def signal(self, sig: int, spare: AbstractSet[int] = frozenset()) -> int:
         """Send `sig` to every process in the cgroup but those in `spare`; say to how many."""
         sent = 0
         for pid in self.pids():

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,10 +148,12 @@ class LocalBackend:
             if self._spawner is None or self._spawner.poll() is not None:
                 self._spawner = subprocess.Popen([sys.executable, "-m", "neocloud.backends.spawner"],
                                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin, stdout = self._spawner.stdin, self._spawner.stdout
+            assert stdin is not None and stdout is not None  # both are pipes
             try:
-                self._spawner.stdin.write(json.dumps(requests) + "\n")
-                self._spawner.stdin.flush()
-                line = self._spawner.stdout.readline()
+                stdin.write(json.dumps(requests) + "\n")
+                stdin.flush()
+                line = stdout.readline()
             except OSError:
                 line = ""
             if line:
@@ -160,7 +163,7 @@ class LocalBackend:
         raise OSError("the local backend's spawner process keeps dying")
 
     def close(self) -> None:
-        if self._spawner is not None and self._spawner.poll() is None:
+        if self._spawner is not None and self._spawner.poll() is None and self._spawner.stdin is not None:
             self._spawner.stdin.close()
             self._spawner.wait(timeout=10)
 
@@ -218,7 +221,8 @@ class LocalBackend:
                 killed.add(key)
         return sorted(killed | self._kill_cgroups(None, keep))
 
-    def _kill_cgroups(self, only: set[tuple[int, int]] | None, keep: set[tuple[int, int]] = frozenset()) -> set:
+    def _kill_cgroups(self, only: set[tuple[int, int]] | None,
+                      keep: AbstractSet[tuple[int, int]] = frozenset()) -> set[tuple[int, int]]:
         """Kill and remove rank cgroups of these attempts (or of every attempt not kept) whose
         supervisors are gone; say which attempts had any."""
         if not self.cgroups:

@@ -53,7 +53,7 @@ class _Attempt:
 
 class RayBackend:
     name = "ray"
-    isolation = "a Ray cluster runs every task of every job as one Unix user"  # one trust domain
+    isolation: str | None = "a Ray cluster runs every task of every job as one Unix user"  # one trust domain
 
     def __init__(self, root: Path, address: str | None = None) -> None:
         address = address or os.environ.get("RAY_ADDRESS")

@@ -53,7 +53,8 @@ class Sandbox:
              checkpoint: Path | None, gpus: tuple[int, ...]) -> Rank:
         """`who` None: the rank runs as the server's own user (neocloud is not root)."""
         inherited = {k: os.environ[k] for k in PASSED if k in os.environ}
-        sandboxed = self.bwrap is not None
+        bwrap = self.bwrap
+        sandboxed = bwrap is not None
         paths = {"HOME": WORK if sandboxed else str(work)}
         if checkpoint is not None:
             paths["NEOCLOUD_CHECKPOINT_DIR"] = CHECKPOINT if sandboxed else str(checkpoint)
@@ -66,7 +67,7 @@ class Sandbox:
                        "--inh-caps=-all", "--bounding-set=-all", "--", "/usr/bin/env", "-i",
                        *(f"{k}={v}" for k, v in inside.items()), *command]
             inside = {"PATH": SAFE_PATH}
-        if not sandboxed:
+        if bwrap is None:
             return Rank(command, inside, str(work))
         args = self._mounts(work, checkpoint, gpus)
         if who is not None:  # privileged: setpriv needs these to become the tenant, then drops them all
@@ -76,7 +77,7 @@ class Sandbox:
         args.append("--clearenv")
         for k, v in inside.items():
             args += ["--setenv", k, v]
-        return Rank([self.bwrap, "--args", str(ARGS_FD), "--", *command], {"PATH": SAFE_PATH}, "/", args,
+        return Rank([bwrap, "--args", str(ARGS_FD), "--", *command], {"PATH": SAFE_PATH}, "/", args,
                     spare_top=True)
 
     def _mounts(self, work: Path, checkpoint: Path | None, gpus: tuple[int, ...]) -> list[str]:

@@ -188,7 +188,7 @@ class SlurmBackend:
         return ended
 
     def _codes(self, job_id: int, attempt: int, ranks: int) -> tuple[int | None, ...]:
-        codes = []
+        codes: list[int | None] = []
         for r in range(ranks):
             try:  # written by the tenant's user: read with care (see read_file)
                 codes.append(int(read_file(self.root / str(job_id) / f"attempt-{attempt}.rank-{r}.exit", limit=32)))
