@@ -51,3 +51,20 @@ def test_guarantees_now() -> None:
     assert sched.guarantees() == {"owner": {"guaranteed": 8, "within": 0, "beyond": 0, "waiting": 4}}  # room for one
     sched.schedule(1)  # "mine" starts within; "more" would borrow, and 4 GPUs are free
     assert sched.guarantees() == {"owner": {"guaranteed": 8, "within": 4, "beyond": 0, "waiting": 0}}
+
+
+def test_reasons_are_kept_until_the_cluster_changes() -> None:
+    """A page asking every few seconds costs no placement while nothing changes."""
+    sched = Scheduler(make_fleet(nodes_per_leaf=2))
+    _adopt(sched, Job("big", 12), (0, 1), 6)
+    calls = []
+    place = sched.placement.place
+    sched.placement.place = lambda *a: calls.append(1) or place(*a)  # type: ignore[method-assign]
+    assert _waiting(sched, Job("w", 8, gpus_per_node=8)).startswith("capacity:")
+    asked = len(calls)
+    assert asked >= 1
+    for _ in range(5):
+        assert sched.why_waiting("w").startswith("capacity:")
+    assert len(calls) == asked
+    sched.finish("big", 2)  # the cluster changed: worked out again, and now it fits
+    assert sched.why_waiting("w").startswith("reservation:") and len(calls) == asked + 1

@@ -85,6 +85,9 @@ class Scheduler:
         self._reserved: tuple[tuple[int, int], tuple[float, dict[int, int]]] | None = None
         self._unsatisfiable: dict[tuple, str | None] = {}  # request shape -> why no placement ever fits
         self.quotas: dict[str, float] = {}
+        self._quotas_set = 0  # bumped by set_quotas
+        self._why: dict[str, tuple[str, str]] = {}  # job -> (its state, why it waits), while nothing changes
+        self._why_at = (-1, -1)  # (state.changes, _quotas_set) the kept reasons hold for
         self.borrowing = borrowing  # whether idle guaranteed capacity may be lent
         self.pool_use: dict[str, float] = defaultdict(float)  # GPUs running under each quota
         self.set_quotas(quotas or {})
@@ -94,6 +97,7 @@ class Scheduler:
         the quota they started under."""
         self.quotas = {t: g for t, g in guarantees.items() if g > 0}
         self.on_demand_gpus = max(self.state.total_gpus - sum(self.quotas.values()), 0)
+        self._quotas_set += 1
         self._dirty = True
 
     def _pool(self, job: Job) -> str | None:
@@ -248,8 +252,19 @@ class Scheduler:
 
     def why_waiting(self, job_id: str) -> str:
         """Why a pending job is not running, in a user's words: held, quota, capacity, topology, shape,
-        or a reservation (it fits, but backfill keeps those GPUs for an earlier job)."""
+        or a reservation (it fits, but backfill keeps those GPUs for an earlier job). Kept until the
+        cluster or the quotas change, so a page that asks every few seconds costs no placement."""
         rec = self.jobs[job_id]
+        if self._why_at != (self.state.changes, self._quotas_set):
+            self._why, self._why_at = {}, (self.state.changes, self._quotas_set)
+        kept = self._why.get(job_id)
+        if kept is not None and kept[0] == rec.state:
+            return kept[1]
+        why = self._why_now(rec)
+        self._why[job_id] = (rec.state, why)
+        return why
+
+    def _why_now(self, rec: JobRecord) -> str:
         job = rec.job
         if rec.state == "HELD":
             return "held: its previous attempt is still stopping"

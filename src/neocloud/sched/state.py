@@ -92,6 +92,7 @@ class ClusterState:
         self._groups_for: dict[tuple[str, ...], list[np.ndarray]] = {}
         self.version = 0  # bumped when capacity comes back (uncordon), so a scheduler knows to look
         self.cordons = 0  # bumped by every cordon and uncordon: what is reserved on which nodes may change
+        self.changes = 0  # bumped by every allocation, release, cordon and uncordon
         self.allocations: dict[str, Allocation] = {}
         self.on_node: list[set[str]] = [set() for _ in nodes]  # jobs holding part of each node
         self.total_gpus = int(self.gpu_cap.sum())
@@ -205,6 +206,7 @@ class ClusterState:
         self.whole_free[nodes] = (self.gpu_left[nodes] == FULL).sum(axis=1)
         self.max_left[nodes] = self.gpu_left[nodes].max(axis=1)
         self.stamp[nodes] += 1
+        self.changes += 1
         for node in alloc.nodes:
             self._index_add(node)
         self.used_milli -= sign * alloc.gpu_milli * len(cols)  # sign is that of the free capacity
@@ -214,6 +216,7 @@ class ClusterState:
         if bool(self.schedulable[node]) == schedulable:
             return
         self.cordons += 1
+        self.changes += 1
         if schedulable:
             self.schedulable[node] = True
             self._indexed[node] = bool(self.gpu_cap[node] > 0)
