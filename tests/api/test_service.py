@@ -163,13 +163,17 @@ def test_kill_9_then_restart_loses_nothing_and_runs_nothing_twice(server: Server
     c = server.client()
     # Each attempt says so on stderr (kept across attempts); a job run twice would say it twice.
     mark = "echo attempt $NEOCLOUD_ATTEMPT >&2"
-    survivor = c.submit({"name": "survivor", "gpus": 8, "command": f"{mark}; sleep 4; echo finished"})
+    # The survivor runs until the test lets it end (a file in its work directory), after the restart.
+    survivor = c.submit({"name": "survivor", "gpus": 8, "command":
+                         f"{mark}; while [ ! -e go ]; do sleep 0.05; done; echo finished"})
     quick = c.submit({"name": "quick", "gpus": 4, "command": mark})
     waiting = c.submit({"name": "waiting", "gpus": 16, "gpus_per_node": 8, "command": mark})
     wait_for(lambda: c.job(survivor["id"])["state"] == "RUNNING" and c.job(quick["id"])["state"] == "COMPLETED")
     server.kill9()
     server.start()
     c = server.client()
+    wait_for(lambda: "adopted" in [e["kind"] for e in c.events(survivor["id"])])
+    (server.data_dir / "work" / str(survivor["id"]) / "go").touch()
     assert c.wait(survivor["id"])["state"] == "COMPLETED"
     assert c.logs(survivor["id"])["text"] == "finished\n"
     assert c.wait(quick["id"])["state"] == "COMPLETED"
