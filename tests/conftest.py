@@ -9,7 +9,7 @@ tests that cannot take function-scoped fixtures.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +101,12 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared not present")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[Any]:
+    """One real Slurm cluster on this host for every test that needs one (tests/backends/slurm_cluster.py)."""
+    from tests.backends.slurm_cluster import running_cluster
+
+    with running_cluster() as cluster:
+        yield cluster

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ADMIN, Server, wait_for
-from tests.backends.slurm_cluster import SlurmCluster, available, running_cluster, slurm_server
+from tests.backends.slurm_cluster import SlurmCluster, available, slurm_server
 
 pytestmark = pytest.mark.skipif(available() is not None, reason=str(available()))
 
@@ -39,25 +39,20 @@ print(json.dumps(results))
 """
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SlurmCluster]:
-    with running_cluster() as c:
-        yield c
-
-
 @pytest.fixture
-def cloud(tmp_path: Path, cluster: SlurmCluster) -> Iterator[Server]:
-    with slurm_server(tmp_path, cluster) as srv:
+def cloud(tmp_path: Path, slurm_cluster: SlurmCluster) -> Iterator[Server]:
+    with slurm_server(tmp_path, slurm_cluster) as srv:
         for name in ("alice", "mallory"):
             srv.client().create_tenant(name)
         yield srv
 
 
-def _slurm_id(cluster: SlurmCluster, job_id: int) -> str:
-    return cluster.out("squeue", "-h", "-n", f"neocloud-{job_id}-1", "-o", "%i").strip()
+def _slurm_id(slurm_cluster: SlurmCluster, job_id: int) -> str:
+    return slurm_cluster.out("squeue", "-h", "-n", f"neocloud-{job_id}-1", "-o", "%i").strip()
 
 
-def test_a_tenant_s_job_runs_as_its_user_and_reaches_nothing_of_another(cloud: Server, cluster: SlurmCluster) -> None:
+def test_a_tenant_s_job_runs_as_its_user_and_reaches_nothing_of_another(cloud: Server,
+                                                                         slurm_cluster: SlurmCluster) -> None:
     admin = cloud.client()
     alice, mallory = (cloud.client(admin.create_token(t, "test")) for t in ("alice", "mallory"))
     victim = alice.submit({"name": "victim", "gpus": 1, "command":
@@ -65,17 +60,17 @@ def test_a_tenant_s_job_runs_as_its_user_and_reaches_nothing_of_another(cloud: S
                            'while [ ! -e go ]; do sleep 0.05; done; echo alice-end; exit 3'})
     vid = victim["id"]
     wait_for(lambda: "alice-start" in alice.logs(vid)["text"], timeout=60)
-    slurm_id = _slurm_id(cluster, vid)
+    slurm_id = _slurm_id(slurm_cluster, vid)
     jobs = Path(cloud.args[1])
     env = {"VICTIM_DIR": str(jobs / "jobs" / str(vid)), "VICTIM_CKPT": str(jobs / "checkpoints" / str(vid)),
-           "DATA": str(cloud.data_dir), "VICTIM_SLURM_ID": slurm_id, "SLURM_CONF": str(cluster.conf)}
+           "DATA": str(cloud.data_dir), "VICTIM_SLURM_ID": slurm_id, "SLURM_CONF": str(slurm_cluster.conf)}
     probe = mallory.wait(mallory.submit({"name": "probe", "gpus": 1, "env": env,
                                          "command": ["python3", "-c", PROBE]})["id"], timeout=60)
     assert probe["state"] == "COMPLETED", mallory.logs(probe["id"], stream="stderr")["text"]
     results = json.loads(mallory.logs(probe["id"])["text"])
     assert len(results) == 6 and all(v.startswith("blocked") for v in results.values()), results
 
-    assert alice.job(vid)["state"] == "RUNNING" and _slurm_id(cluster, vid) == slurm_id
+    assert alice.job(vid)["state"] == "RUNNING" and _slurm_id(slurm_cluster, vid) == slurm_id
     (jobs / "jobs" / str(vid) / "go").touch()
     done = alice.wait(vid, timeout=60)
     assert (done["state"], done["exit_code"]) == ("FAILED", 3)
