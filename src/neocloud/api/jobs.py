@@ -10,15 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from neocloud.api.auth import Principal, caller
-from neocloud.api.schemas import (
-    MAX_ID,
-    NAME,
-    EventOut,
-    JobOut,
-    JobSpec,
-    LogsOut,
-    QueueEntry,
-)
+from neocloud.api.schemas import MAX_ID, NAME, EventOut, JobOut, JobSpec, LogsOut, QueueEntry
 from neocloud.backends.base import read_file
 from neocloud.control.controller import DEFAULT_TENANT, NotFound
 from neocloud.store.tables import JobEvent, JobRow

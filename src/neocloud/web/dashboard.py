@@ -21,20 +21,13 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
-import yaml
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from neocloud.api import billing, goodput, jobs, nodes
-from neocloud.api.auth import (
-    Principal,
-    check_rate,
-    holder,
-    note_failure,
-    principal_of_digest,
-)
+from neocloud.api.auth import Principal, check_rate, holder, note_failure, principal_of_digest
 from neocloud.api.schemas import MAX_ID, JobSpec
 from neocloud.backends.base import file_size
 from neocloud.control.controller import digest
@@ -367,7 +360,7 @@ async def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)
     try:
         parsed = JobSpec.model_validate(await asyncio.to_thread(_yaml, spec) or {})  # off the event loop
         created = await jobs.submit(parsed, request, who)
-    except (yaml.YAMLError, ValidationError, HTTPException, NeocloudError) as e:
+    except (ValidationError, HTTPException, NeocloudError) as e:  # parse_yaml's errors are NeocloudErrors
         return _page(request, "jobs.html", who, status=422, sample=SAMPLE, error=_message(e), spec=_shown(spec),
                      **await _work(request, who))
     return RedirectResponse(f"/ui/jobs/{json.loads(created.body)['id']}", status_code=303)
@@ -535,7 +528,7 @@ def capacity_plan(request: Request, pipeline: Annotated[str, Form(max_length=1_0
 
     try:
         p = pipeline_from_dict(_yaml(pipeline), "pipeline")
-    except (yaml.YAMLError, NeocloudError) as e:
+    except NeocloudError as e:
         return _page(request, "capacity_page.html", who, status=422, plan=None, data="{}", pipeline=_shown(pipeline),
                      error=_message(e))
     plan = summarise(p, simulate(p, runs, 0))
