@@ -47,14 +47,14 @@ def _prepare(rank: dict[str, Any]) -> tuple[tuple[int, int], Cgroup | None]:
         os.write(fd, b" " * EXIT_WIDTH)
     finally:
         os.close(fd)
-    logs = tuple(os.open(rank[s], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-                 for s in ("stdout", "stderr"))
+    append = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    logs = (os.open(rank["stdout"], append, 0o600), os.open(rank["stderr"], append, 0o600))
     cgroup = None
     if rank.get("cgroup"):
         c = rank["cgroup"]
         cgroup = Cgroup(c["instance"], c["name"])
         cgroup.create(Limits(c.get("cpu_milli", 0), c.get("memory_mib", 0)))
-    return logs, cgroup  # type: ignore[return-value]
+    return logs, cgroup
 
 
 def _start(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | None) -> tuple[int, str]:
