@@ -6,6 +6,7 @@ from neocloud.model.events import Launch, Preempt
 from neocloud.model.job import Job, PriorityClass
 from neocloud.sched.queue import JobRecord, VirtualDeadline, queue_policy
 from neocloud.sched.scheduler import Scheduler
+from neocloud.sched.state import FULL, Allocation
 from tests.conftest import make_fleet
 
 
@@ -69,6 +70,15 @@ def test_a_short_arrival_preempts_a_long_job_and_the_long_one_resumes() -> None:
     sched.finish("short", 610)
     assert launched(sched.schedule(610)) == ["long"]
     assert sched.jobs["long"].preemptions == 1
+
+
+def test_a_job_adopted_after_a_restart_is_ranked_like_one_that_was_queued() -> None:
+    sched = Scheduler(make_fleet(gpus=8), queue="neocloud")
+    sched.adopt(Job("long", 8, estimate_s=100_000), Allocation("long", (0,), (tuple(range(8)),), FULL), 0)
+    sched.submit(Job("short", 8, estimate_s=600, submit_s=10), 10)
+    actions = sched.schedule(10)
+    assert [a.job_id for a in actions if isinstance(a, Preempt)] == ["long"]
+    assert launched(actions) == ["short"]
 
 
 def test_near_ties_do_not_preempt() -> None:

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from neocloud.model.job import Job
-from neocloud.sched.fgd import FragmentationGradientDescent, TypicalPods, frag, shape_of, sigmoid_score
+from neocloud.sched.fgd import (
+    FragmentationGradientDescent,
+    TypicalPods,
+    frag,
+    shape_of,
+    sigmoid_score,
+)
 from neocloud.sched.state import FULL, Allocation, ClusterState
 from tests.conftest import custom_fleet, make_fleet
 
 
 class _Types:
-    type_names = ["A100", "H100"]
+    type_names: ClassVar[list[str]] = ["A100", "H100"]
 
 
 TYPICAL = TypicalPods(

@@ -10,6 +10,7 @@ from neocloud.model.job import Job, PriorityClass
 from neocloud.sched.placement import BestFit
 from neocloud.sched.queue import Fifo
 from neocloud.sched.scheduler import Scheduler
+from neocloud.sched.state import FULL, Allocation
 from tests.conftest import custom_fleet, make_fleet
 
 
@@ -173,6 +174,18 @@ def test_without_estimates_only_spare_gpus_are_backfilled() -> None:
     assert sched.schedule(2) == []  # shadow is unknown and nothing is spare
 
 
+def test_the_pass_tells_when_the_blocked_head_starts() -> None:
+    sched = blocked_head(backfill=True)
+    sched.schedule(3)
+    res = sched.reservation
+    assert res is not None and (res.job_id, res.start) == ("head", 1_000)
+    assert res.backfilled == ["short"] and res.by_right == []
+    sched.finish("short", 503)
+    sched.finish("run", 1_000)
+    assert launched(sched.schedule(1_000)) == ["head"]
+    assert sched.reservation is None  # the fleet is full: the pass stopped before trying "long"
+
+
 def test_backfill_depth_limits_the_scan() -> None:
     sched = Scheduler(make_fleet(gpus=8), queue="fifo", backfill_depth=2)
     sched.submit(Job("run", 6, estimate_s=1_000), 0)
@@ -195,6 +208,46 @@ def test_a_backfilled_long_job_never_delays_the_head() -> None:
     sched.schedule(2)
     sched.finish("r1", 1_000)
     assert "head" in launched(sched.schedule(1_000)), "the head starts at its shadow time"
+
+
+def test_a_long_job_sharing_a_gpu_with_a_short_one_takes_that_gpu_from_the_head() -> None:
+    """The GPU a short job shares will be whole when the head starts; a long job on the rest of it
+    keeps it from the head, as if it took the whole GPU."""
+    sched = Scheduler(make_fleet(gpus=8), queue="fifo", placement="topo")
+    sched.submit(Job("run", 7, estimate_s=100), 0)
+    sched.submit(Job("brief", 1, estimate_s=10), 0)
+    assert launched(sched.schedule(0)) == ["run", "brief"]
+    sched.submit(Job("head", 8, estimate_s=100), 0)  # all 8 GPUs at 100
+    sched.submit(Job("short", 0.5, estimate_s=20), 0)
+    sched.submit(Job("long", 0.5, estimate_s=1_000), 0)
+    sched.finish("brief", 10)
+    assert launched(sched.schedule(10)) == ["short"], "half of GPU 7 until 1010 would hold the head up"
+    sched.finish("short", 30)
+    sched.schedule(30)
+    sched.finish("run", 100)
+    assert launched(sched.schedule(100)) == ["head"]
+
+
+def test_the_reservation_counts_a_shared_gpu_free_when_its_last_job_ends() -> None:
+    """A short shared-GPU job on the head's node must not move the head's start later: worked out
+    again, the reservation would then let a job that outlasts the first start take the head's GPUs."""
+    sched = Scheduler(make_fleet(nodes_per_leaf=4, gpus=8), queue="fifo", placement="topo")
+    for job_id, node, gpus, est in [("a", 0, range(6), 100), ("b", 1, range(8), 100), ("c", 2, range(8), 500),
+                                    ("d", 3, range(4), 20), ("f", 3, range(4, 8), 2_000)]:
+        job = Job(job_id, len(gpus), estimate_s=est)
+        sched.adopt(job, Allocation(job_id, (node,), (tuple(gpus),), FULL), 0)
+    sched.submit(Job("head", 16, gpus_per_node=8, estimate_s=1_000), 0)  # nodes 0 and 1 at 100
+    sched.submit(Job("later", 1, estimate_s=300), 0)
+    sched.submit(Job("short", 0.5, estimate_s=50), 0)
+    assert launched(sched.schedule(0)) == ["short"]  # on node 0, where the head goes
+    sched.finish("d", 20)  # the reservation is worked out again: still 100, on nodes 0 and 1
+    assert launched(sched.schedule(20)) == ["later"] and sched.state.allocations["later"].nodes == (3,)
+    assert sched.reservation is not None and sched.reservation.start == 100
+    sched.finish("short", 50)
+    sched.schedule(50)
+    sched.finish("a", 100)
+    sched.finish("b", 100)
+    assert launched(sched.schedule(100)) == ["head"]
 
 
 def test_a_cordon_moves_the_head_s_reservation() -> None:

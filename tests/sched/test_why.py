@@ -34,6 +34,11 @@ def test_capacity_shape_and_topology() -> None:
     _adopt(apart, Job("f1", 8), (2,), 8)
     assert _waiting(apart, Job("w", 16, gpus_per_node=8)).startswith("topology: 2 nodes with 8 free GPUs exist")
 
+    cordoned = Scheduler(make_fleet(nodes_per_leaf=2))  # free GPUs on a node that takes no work do not count
+    cordoned.state.set_schedulable(0, False)
+    assert _waiting(cordoned, Job("w", 16, gpus_per_node=8)) == \
+        "capacity: needs 16 GPUs, 8 free (8 more on nodes out of service)"
+
 
 def test_quota_and_held() -> None:
     sched = Scheduler(make_fleet(nodes_per_leaf=2), quotas={"owner": 8}, borrowing=False)

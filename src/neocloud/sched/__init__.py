@@ -1,1 +1,2 @@
-"""The scheduler: gang placement, queue policies, backfill and preemption. Pure and deterministic."""
+"""The scheduler: gang placement, queue policies, guaranteed quotas, backfill and preemption. Pure and
+deterministic."""

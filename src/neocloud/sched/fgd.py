@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neocloud.errors import SchedulingError
 from neocloud.model.job import Job
 from neocloud.sched.placement import TopologyPacking, _pick_best, feasible_mask
 from neocloud.sched.state import FULL, Allocation, ClusterState
@@ -56,7 +57,7 @@ class TypicalPods:
         return cls.from_counts(Counter(shape_of(j) for j in jobs), coverage)
 
     @classmethod
-    def from_counts(cls, counts: Counter, coverage: float = 0.95) -> TypicalPods:
+    def from_counts(cls, counts: Counter[Shape], coverage: float = 0.95) -> TypicalPods:
         """The most frequent shapes until they cover `coverage` of the jobs, renormalised."""
         total = sum(counts.values())
         shapes: list[Shape] = []
@@ -96,7 +97,8 @@ def frag(left: np.ndarray, cpu: np.ndarray, gtype: np.ndarray, typical: tuple[np
     usable = (fits * free[..., None, :]).sum(axis=-1)  # [..., T]: idle milli on GPUs t can use
     ok = (fits.sum(axis=-1) >= t_num) & (cpu[..., None] >= t_cpu) & (t_milli > 0)
     ok &= t_ok.T[np.maximum(gtype, 0)] & (gtype >= 0)[..., None]
-    return idle * freq.sum() - (ok * usable) @ freq
+    lost: np.ndarray = idle * freq.sum() - (ok * usable) @ freq
+    return lost
 
 
 def after_shared(left: np.ndarray, milli: int) -> np.ndarray:
@@ -172,6 +174,7 @@ class ScoredPlacement:
     GPU models) and `_cache`, and say how to learn (`_observe`), key, score and pick.
     """
 
+    name: str
     typical: TypicalPods | None
     _arrays: tuple[np.ndarray, ...] | None
     _cache: ScoreCache
@@ -185,10 +188,16 @@ class ScoredPlacement:
             return None
         self._cache.sync(state)
         if self._arrays is None or self._arrays[3].shape[1] != max(len(state.type_names), 1):
-            self._arrays = self.typical.arrays(state)  # type: ignore[union-attr]
+            self._arrays = self._typical().arrays(state)
         scores, gpus = self._cache.lookup(self._key(job), nodes, sel, ok, lambda stale: self._score(state, job, stale))
         best = self._pick(scores, rng)
         return allocation(state, job, int(nodes[best]), int(gpus[best]))
+
+    def _typical(self) -> TypicalPods:
+        """The typical pods to score against; `_observe` has learned some before any placement."""
+        if self.typical is None:
+            raise SchedulingError(f"{self.name}: no request shapes learned to score nodes against")
+        return self.typical
 
     def _observe(self, job: Job) -> None:
         raise NotImplementedError

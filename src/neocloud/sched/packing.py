@@ -27,8 +27,9 @@ import numpy as np
 
 from neocloud.model.job import Job
 from neocloud.sched.fgd import (
-    ScoredPlacement,
     ScoreCache,
+    ScoredPlacement,
+    Shape,
     TypicalPods,
     after_shared,
     after_whole,
@@ -47,7 +48,7 @@ class ShapeAwarePacking(ScoredPlacement):
     relearn = 512  # refresh the learned shapes after this many new jobs
 
     def __init__(self) -> None:
-        self._counts: Counter = Counter()
+        self._counts: Counter[tuple[Shape, int]] = Counter()
         self._cpu_per_gpu = 0.0
         self._mem_per_gpu = 0.0
         self._seen_since = 0
@@ -66,7 +67,7 @@ class ShapeAwarePacking(ScoredPlacement):
         self._counts[(shape_of(job), job.memory_mib)] += 1
 
     def _learn(self) -> None:
-        jobs_shapes = Counter()
+        jobs_shapes: Counter[Shape] = Counter()
         cpu = mem = gpu = 0.0
         for (shape, memory), n in self._counts.items():
             jobs_shapes[shape] += n
@@ -105,7 +106,8 @@ class ShapeAwarePacking(ScoredPlacement):
         if self._mem_per_gpu > 0:
             fed = np.minimum(fed, np.maximum(mem, 0) / self._mem_per_gpu * FULL)
         stranded = np.maximum(idle - fed, 0)
-        return frag(left, cpu, gtype, self._arrays) + self.lam * stranded + self.eps * idle
+        score: np.ndarray = frag(left, cpu, gtype, self._arrays) + self.lam * stranded + self.eps * idle
+        return score
 
     def _score(self, state: ClusterState, job: Job, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         left, cpu, mem = state.gpu_left[nodes], state.cpu_free[nodes], state.mem_free[nodes]

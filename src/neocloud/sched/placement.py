@@ -8,6 +8,7 @@ never spans two fabrics or two GPU types.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
@@ -27,7 +28,8 @@ class Placement(Protocol):
 def feasible_nodes(state: ClusterState, job: Job) -> np.ndarray:
     """Ids of nodes that can take a single-node job now."""
     nodes, _, ok = feasible_mask(state, job)
-    return nodes[ok]
+    feasible: np.ndarray = nodes[ok]
+    return feasible
 
 
 def feasible_mask(state: ClusterState, job: Job) -> tuple[np.ndarray, np.ndarray | slice, np.ndarray]:
@@ -83,7 +85,7 @@ def gang_groups(state: ClusterState, job: Job, per_node: int, count: int) -> lis
     return groups
 
 
-def take_nodes(state: ClusterState, job: Job, cells, per_node: int, count: int) -> list[int] | None:
+def take_nodes(state: ClusterState, job: Job, cells: Iterable[int], per_node: int, count: int) -> list[int] | None:
     """Up to `count` nodes from `cells` in order, tightest fit first, that pass CPU and memory."""
     chosen: list[int] = []
     for cell in cells:

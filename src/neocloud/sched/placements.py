@@ -5,9 +5,14 @@ from __future__ import annotations
 from neocloud.errors import NeocloudError
 from neocloud.sched.fgd import FragmentationGradientDescent
 from neocloud.sched.packing import ShapeAwarePacking
-from neocloud.sched.placement import BestFit, Placement, RandomPlacement, TopologyPacking
+from neocloud.sched.placement import (
+    BestFit,
+    Placement,
+    RandomPlacement,
+    TopologyPacking,
+)
 
-PLACEMENTS: dict[str, type] = {
+PLACEMENTS: dict[str, type[Placement]] = {
     p.name: p for p in (RandomPlacement, BestFit, TopologyPacking, FragmentationGradientDescent, ShapeAwarePacking)
 }
 

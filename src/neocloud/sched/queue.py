@@ -16,6 +16,8 @@ from sortedcontainers import SortedKeyList
 from neocloud.errors import NeocloudError
 from neocloud.model.job import Job
 
+Key = tuple[float, ...]  # a queue position: lower goes first
+
 
 @dataclass(slots=True, eq=False)
 class JobRecord:
@@ -29,7 +31,7 @@ class JobRecord:
     started_s: float | None = None
     first_start_s: float | None = None
     preemptions: int = 0
-    key: tuple = field(default=())
+    key: Key = field(default=())
     pool: str | None = None  # while running: the quota it runs under (a tenant's guarantee, or on-demand)
 
     def attained(self, now: float) -> float:
@@ -43,6 +45,13 @@ class JobRecord:
         ran = self.ran_s + (now - self.started_s if self.started_s is not None else 0.0)
         return max(self.job.estimate_s - ran, 1.0)
 
+    def estimated_end(self) -> float:
+        """When a running job is due to end by its estimate; never (infinity) without one."""
+        if self.started_s is None:
+            raise ValueError(f"job {self.job.id!r} is not running")
+        est = self.remaining_estimate(self.started_s)
+        return self.started_s + est if est is not None else float("inf")
+
 
 class QueuePolicy:
     """Pending jobs in a sorted list under a key fixed while they wait."""
@@ -53,7 +62,7 @@ class QueuePolicy:
     def __init__(self) -> None:
         self._pending: SortedKeyList = SortedKeyList(key=lambda r: r.key)
 
-    def key(self, rec: JobRecord) -> tuple:
+    def key(self, rec: JobRecord) -> Key:
         return (rec.job.priority.rank, rec.job.submit_s, rec.seq)
 
     def add(self, rec: JobRecord) -> None:
@@ -68,7 +77,7 @@ class QueuePolicy:
         return iter(self._pending)
 
     # Preemptive policies rank running jobs too, and say when a pending job displaces one.
-    def running_key(self, rec: JobRecord, now: float) -> tuple:
+    def running_key(self, rec: JobRecord, now: float) -> Key:
         return rec.key
 
     def displaces(self, pending: JobRecord, running: JobRecord, now: float) -> bool:
@@ -91,7 +100,7 @@ class ShortestJobFirst(QueuePolicy):
 
     name = "sjf"
 
-    def key(self, rec: JobRecord) -> tuple:
+    def key(self, rec: JobRecord) -> Key:
         est = rec.job.estimate_s if rec.job.estimate_s is not None else float("inf")
         return (rec.job.priority.rank, est, rec.job.submit_s, rec.seq)
 
@@ -110,10 +119,10 @@ class LeastAttainedService(QueuePolicy):
     def level(self, attained: float) -> int:
         return sum(attained >= t for t in self.thresholds)
 
-    def key(self, rec: JobRecord) -> tuple:
+    def key(self, rec: JobRecord) -> Key:
         return (rec.job.priority.rank, self.level(rec.attained_gpu_s), rec.job.submit_s, rec.seq)
 
-    def running_key(self, rec: JobRecord, now: float) -> tuple:
+    def running_key(self, rec: JobRecord, now: float) -> Key:
         return (rec.job.priority.rank, self.level(rec.attained(now)), rec.job.submit_s, rec.seq)
 
     def displaces(self, pending: JobRecord, running: JobRecord, now: float) -> bool:
@@ -200,12 +209,13 @@ class VirtualDeadline(QueuePolicy):
         ran = rec.ran_s + (now - rec.started_s if now is not None and rec.started_s is not None else 0.0)
         return max(2 * ran, self.floor_s)
 
-    def key(self, rec: JobRecord, now: float | None = None) -> tuple:
+    def key(self, rec: JobRecord, now: float | None = None) -> Key:
         return (rec.job.priority.rank, rec.job.submit_s + self.stretch * self.expected_s(rec, now), rec.seq)
 
-    def running_key(self, rec: JobRecord, now: float) -> tuple:
-        """A job with no estimate is judged by what it has run so far, so its deadline moves on."""
-        return rec.key if rec.job.estimate_s is not None else self.key(rec, now)
+    def running_key(self, rec: JobRecord, now: float) -> Key:
+        """A job with no estimate is judged by what it has run so far, so its deadline moves on; one
+        adopted where it runs (after a restart) was never queued here, and gets its key now."""
+        return rec.key if rec.key and rec.job.estimate_s is not None else self.key(rec, now)
 
     def displaces(self, pending: JobRecord, running: JobRecord, now: float) -> bool:
         (p_rank, p_deadline, _), (r_rank, r_deadline, _) = pending.key, self.running_key(running, now)

@@ -163,7 +163,8 @@ class ClusterState:
 
     def nodes_with(self, cells: np.ndarray, at_least: int) -> np.ndarray:
         """Per cell, how many schedulable nodes have at least `at_least` wholly free GPUs."""
-        return self.hist[cells, at_least:].sum(axis=1)
+        counts: np.ndarray = self.hist[cells, at_least:].sum(axis=1)
+        return counts
 
     def candidates(self, cell: int, at_least: int) -> Iterator[int]:
         """Nodes of a cell with at least `at_least` free GPUs, tightest fit first, by id."""
@@ -247,7 +248,7 @@ class ClusterState:
 
     # -- questions ------------------------------------------------------------------------------
     def fits_cpu_mem(self, node: int, cpu_milli: int, memory_mib: int) -> bool:
-        return self.cpu_free[node] >= cpu_milli and self.mem_free[node] >= memory_mib
+        return bool(self.cpu_free[node] >= cpu_milli and self.mem_free[node] >= memory_mib)
 
     @property
     def allocated_share(self) -> float:
