@@ -35,7 +35,7 @@ class Scenarios:
 
     @property
     def runs(self) -> int:
-        return self.live.shape[0]
+        return int(self.live.shape[0])
 
 
 def _draw(rng: np.random.Generator, t: Triangular, size: int) -> np.ndarray:
@@ -66,8 +66,8 @@ def simulate(pipeline: Pipeline, runs: int = 10_000, seed: int = 0, correlated: 
                 shock[(i, phase)] = shock.get((i, phase), 0.0) + hit
     deps = dependencies(pipeline)
     waiting = {node: 0 for node in deps}  # phases still to read each phase's end: freed when none
-    for before in deps.values():
-        for d in before:
+    for needs in deps.values():
+        for d in needs:
             waiting[d] += 1
     end: dict[tuple[int, int], np.ndarray] = {}
     live = np.zeros((runs, n), dtype=np.float32)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from neocloud.capacity.montecarlo import WEEK, Scenarios
-from neocloud.capacity.pipeline import Pipeline, gpus_for_mw
+from neocloud.capacity.pipeline import Actual, Pipeline, gpus_for_mw
 
 QUARTER_WEEKS = 13
 
@@ -27,7 +28,7 @@ def slip_share(slip_mw: float, fleet_mw: float, weeks: float = 1.0, period_weeks
 
 
 def _quarter_ends(pipeline: Pipeline) -> list[dt.date]:
-    ends = []
+    ends: list[dt.date] = []
     year, q = pipeline.as_of.year, (pipeline.as_of.month - 1) // 3
     while True:
         q += 1
@@ -70,13 +71,15 @@ def summarise(pipeline: Pipeline, sc: Scenarios) -> dict[str, Any]:
               for w in range(weeks + 1)]
 
     def live_at(day: float) -> np.ndarray:
-        return pipeline.live_mw + (sc.live <= day) @ mw
+        return np.asarray(pipeline.live_mw + (sc.live <= day) @ mw, dtype=np.float64)
 
     quarter_ends = _quarter_ends(pipeline)
-    quarterly = []
+    quarterly: list[dict[str, Any]] = []
+    fleet_p50: list[float] = []  # MW live at each quarter's end, P50: the denominator below
     for end in quarter_ends:
         at = live_at(pipeline.day(end))
         p10, p50, p90 = np.percentile(at, [10, 50, 90])
+        fleet_p50.append(float(p50))
         quarterly.append({"quarter": _label(end), "end": end.isoformat(), "mw": {"p10": p10, "p50": p50, "p90": p90}})
     at_target = live_at(pipeline.target_by)
     target = {"mw": pipeline.target_mw, "by": pipeline.date(pipeline.target_by).isoformat(),
@@ -98,10 +101,10 @@ def summarise(pipeline: Pipeline, sc: Scenarios) -> dict[str, Any]:
             "revenue_per_week_of_delay": p.mw * price / 52,
         })
     slip_mw = float(np.median(mw)) if len(mw) else 0.0
-    denominator = [{"quarter": q["quarter"], "fleet_mw_p50": q["mw"]["p50"], "slip_mw": slip_mw,
-                    "share_of_fleet": slip_mw / q["mw"]["p50"] if q["mw"]["p50"] else None,
-                    "share_of_quarter": slip_share(slip_mw, q["mw"]["p50"]) if q["mw"]["p50"] else None}
-                   for q in quarterly]
+    denominator = [{"quarter": _label(end), "fleet_mw_p50": fleet, "slip_mw": slip_mw,
+                    "share_of_fleet": slip_mw / fleet if fleet else None,
+                    "share_of_quarter": slip_share(slip_mw, fleet) if fleet else None}
+                   for end, fleet in zip(quarter_ends, fleet_p50)]
     finance = _finance(pipeline, sc, gpus, quarter_ends, revenue_week)
     out = {
         "as_of": pipeline.as_of.isoformat(), "runs": runs, "seed": sc.seed, "correlated": sc.correlated,
@@ -171,7 +174,9 @@ def _finance(pipeline: Pipeline, sc: Scenarios, gpus: np.ndarray, quarter_ends: 
             capex += np.bincount(np.searchsorted(bounds, sc.building[:, i]), minlength=nq + 1)[: nq + 1] * facility / sc.runs
     week_quarter = np.searchsorted(bounds, 7.0 * np.arange(len(revenue_week)))
     revenue = np.bincount(week_quarter, weights=revenue_week, minlength=nq + 1)
-    out, outstanding, draws = [], 0.0, []
+    out: list[dict[str, Any]] = []
+    outstanding = 0.0
+    draws: list[float] = []
     term = max(round(f.debt_years * 4), 1)  # quarters over which each draw is repaid, from the next one
     for q, end in enumerate(quarter_ends):
         debt = capex[q] * f.debt_share
@@ -186,7 +191,7 @@ def _finance(pipeline: Pipeline, sc: Scenarios, gpus: np.ndarray, quarter_ends: 
     return out
 
 
-def _backtest(pipeline: Pipeline, live_at: Any, actual: Any) -> dict[str, Any]:
+def _backtest(pipeline: Pipeline, live_at: Callable[[float], np.ndarray], actual: Actual) -> dict[str, Any]:
     at = live_at(actual.day)
     return {"date": pipeline.date(actual.day).isoformat(), "reported_mw": actual.mw, "source": actual.source,
             "plan_mw": dict(zip(("p10", "p50", "p90"), np.percentile(at, [10, 50, 90]).tolist())),

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from neocloud.cli import options
@@ -104,7 +104,7 @@ def simulate(
         else:
             from neocloud.sim.engine import simulate as run, with_arrival_scale
 
-            quotas = None
+            quotas: dict[str, float] | None = None
             if contracts is not None:
                 from neocloud.cli.billing import read_book
 
@@ -139,7 +139,7 @@ def failures(
 
     if scenario not in SCENARIOS:
         raise NeocloudError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
-    given = {"gpus": gpus, "days": days, "checkpoint_s": checkpoint_s, "restart_s": restart_s,
+    given: dict[str, float | str | None] = {"gpus": gpus, "days": days, "checkpoint_s": checkpoint_s, "restart_s": restart_s,
              "spares_per_fabric": spares}
     if interval is not None:
         try:
@@ -184,7 +184,7 @@ def bench_scheduler(
     from neocloud.sim.schedbench import run_scheduler_bench
 
     with _progress("benchmarking") as bar:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def tick(phase: str, done: int, total: int) -> None:
             if phase not in tasks:

@@ -84,9 +84,10 @@ class _NoAliasLoader(_UniqueKeyLoader):
     """For text from strangers: no aliases (`*name`), so a few hundred bytes cannot expand into
     gigabytes (the "billion laughs")."""
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+    # The stubs say `index: int`; PyYAML also passes a mapping value's key node. It is only passed on.
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs leave it untyped
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", event.start_mark)
         return super().compose_node(parent, index)
 

@@ -53,6 +53,7 @@ def with_estimates(trace: Trace, estimates: str, seed: int = 0) -> Trace:
     """
     if estimates == "trace":
         return trace
+    values: list[float | None]
     if estimates == "perfect":
         values = [tj.duration_s for tj in trace.jobs]
     elif estimates == "none":

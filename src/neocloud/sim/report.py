@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -58,7 +59,7 @@ class Report:
 LARGE_GPUS = 32
 
 
-def _stat(values: np.ndarray, fn, *args) -> float:
+def _stat(values: np.ndarray, fn: Callable[..., float], *args: float) -> float:
     return float(fn(values, *args)) if len(values) else 0.0
 
 
@@ -66,12 +67,13 @@ def summarise(
     outcomes: list[JobOutcome], *, fleet: Fleet, trace: str, policy: str, placement: str, backfill: bool,
     seed: int, estimates: str, rejected: int, events: int, wall_s: float, decisions: int,
 ) -> Report:
-    done = [o for o in outcomes if o.end_s is not None]
-    jct = np.array([o.end_s - o.submit_s for o in done])
-    wait = np.array([o.start_s - o.submit_s for o in done])
-    large = np.array([o.start_s - o.submit_s for o in done if o.gpus > LARGE_GPUS])
+    # (submit, start, end, gpus) of each job that finished; one that ended had started.
+    done = [(o.submit_s, o.start_s, o.end_s, o.gpus) for o in outcomes if o.start_s is not None and o.end_s is not None]
+    jct = np.array([end - submit for submit, _, end, _ in done])
+    wait = np.array([start - submit for submit, start, _, _ in done])
+    large = np.array([start - submit for submit, start, _, gpus in done if gpus > LARGE_GPUS])
     first = min((o.submit_s for o in outcomes), default=0.0)
-    last = max((o.end_s for o in done), default=first)
+    last = max((end for _, _, end, _ in done), default=first)
     makespan = last - first
     capacity = fleet.total_gpus * makespan
     return Report(

@@ -37,6 +37,7 @@ from neocloud.model.events import Launch
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job
 from neocloud.sched.scheduler import Scheduler
+from neocloud.sched.state import Allocation, ClusterState
 from neocloud.sim.synth import LLM_GPU_PROBS, PHILLY_GPU_PROBS, _llm_runtimes
 
 NODES_PER_LEAF = 32
@@ -120,7 +121,7 @@ class _Timer:
         self._wrap(sched, "_start", self._extend)
         self._wrap(sched, "_reservation", self._extend)
         self._wrap(sched, "_preempt_for_better_queues", self._nested)
-        sched.placement = self  # type: ignore[assignment]
+        sched.placement = self
 
     def detach(self, sched: Scheduler) -> None:
         """Give the scheduler back its own methods and placement (and break the cycle)."""
@@ -128,7 +129,7 @@ class _Timer:
             delattr(sched, attr)
         sched.placement = self.inner
 
-    def place(self, state, job, rng):  # noqa: ANN001, ANN201 - the Placement protocol
+    def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
         if self.depth:
             return self.inner.place(state, job, rng)
         t = time.perf_counter()
