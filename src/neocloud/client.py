@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,23 @@ class ApiError(NeocloudError):
 
 
 class Client:
-    """Talks to one server with one token: NEOCLOUD_SERVER and NEOCLOUD_TOKEN by default, and, on
-    the server's own machine, the admin token it wrote to its data directory."""
+    """Talks to one server, or to whichever of several leads, with one token: NEOCLOUD_SERVER and
+    NEOCLOUD_TOKEN by default, and, on the server's own machine, the admin token it wrote to its
+    data directory. Several URLs (a list, or comma-separated) are servers sharing one database: a
+    request goes to the one that answered last, and on to the next while one is unreachable or
+    answers 503 (a standby, or a leader whose store fails), for up to `failover_s`. Only requests
+    no server can have acted on are sent again: one whose answer was lost on the way is not."""
 
-    def __init__(self, server: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
-        self.server = (server or os.environ.get("NEOCLOUD_SERVER") or DEFAULT_SERVER).rstrip("/")
+    def __init__(self, server: str | Sequence[str] | None = None, token: str | None = None, timeout: float = 30.0,
+                 failover_s: float = 30.0) -> None:
+        given = server or os.environ.get("NEOCLOUD_SERVER") or DEFAULT_SERVER
+        urls = given.split(",") if isinstance(given, str) else list(given)
+        self.servers = [u.strip().rstrip("/") for u in urls if u.strip()] or [DEFAULT_SERVER]
+        self.server = self.servers[0]
+        self.failover_s = failover_s
         token = token or os.environ.get("NEOCLOUD_TOKEN") or _local_admin_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)  # at the last to answer
 
     def close(self) -> None:
         self.http.close()
@@ -53,14 +63,37 @@ class Client:
         self.close()
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.TransportError as e:
-            raise NeocloudError(f"cannot reach the neocloud server at {self.server} ({e}); "
-                                "is `neocloud up` running, and is --server (or NEOCLOUD_SERVER) right?") from None
-        if r.status_code >= 400:
-            raise ApiError(r.status_code, _message(r))
-        return r.json() if r.content else None
+        several = len(self.servers) > 1
+        deadline = time.monotonic() + (self.failover_s if several else 0.0)
+        at = self.servers.index(self.server)
+        for tried in itertools.count(1):
+            server = self.servers[at % len(self.servers)]
+            try:
+                r = self.http.request(method, server + path, **kw)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # never reached it: safe to send elsewhere
+                failure: NeocloudError = NeocloudError(
+                    f"cannot reach the neocloud server at {server} ({e}); is `neocloud up` running, and is "
+                    "--server (or NEOCLOUD_SERVER) right?")
+            except httpx.TransportError as e:
+                if method != "GET":
+                    raise NeocloudError(f"the connection to {server} broke before its answer ({e}): the request "
+                                        "may or may not have been done; look before sending it again") from None
+                failure = NeocloudError(f"the connection to {server} broke ({e})")
+            else:
+                if r.status_code == 503 and several:  # a standby, or a store failing: nothing was done
+                    failure = ApiError(r.status_code, _message(r))
+                else:
+                    if server != self.server:
+                        self.server = self.http.base_url = server
+                    if r.status_code >= 400:
+                        raise ApiError(r.status_code, _message(r))
+                    return r.json() if r.content else None
+            at += 1
+            if tried % len(self.servers) == 0:  # each was tried once more
+                if time.monotonic() >= deadline:
+                    raise failure
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
 
     # -- jobs -----------------------------------------------------------------------------------
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:

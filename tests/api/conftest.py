@@ -64,7 +64,8 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "server.log"
 
-    def start(self) -> None:
+    def start(self, ready: tuple[str, ...] = ("ok", "degraded")) -> None:
+        """Start the server and wait until /healthz says one of `ready` (a standby: "standby")."""
         env = {**os.environ, "NEOCLOUD_ADMIN_TOKEN": ADMIN, **self.extra_env}
         env.pop("NEOCLOUD_DATABASE_URL", None)
         cmd = [sys.executable, "-m", "neocloud", "up", "--data-dir", str(self.data_dir), "--port", str(self.port),
@@ -80,10 +81,11 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1).json().get("status") in ready:
                     return
-            except httpx.TransportError:
-                time.sleep(0.1)
+            except (httpx.TransportError, ValueError):
+                pass
+            time.sleep(0.1)
         raise RuntimeError(f"server did not come up: {self.log.read_text()[-2000:]}")
 
     def kill9(self) -> None:
@@ -104,7 +106,10 @@ class Server:
         return Client(self.url, token)
 
 
-def _postgres_database() -> str:
+def postgres_database() -> str:
+    """A database of its own on the test PostgreSQL (the test fails, or skips, without one)."""
+    if not POSTGRES:
+        pytest.skip("NEOCLOUD_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL and sets it)")
     import psycopg
 
     name = f"nc_{uuid.uuid4().hex[:12]}"
@@ -117,9 +122,7 @@ def _postgres_database() -> str:
 def database(request: pytest.FixtureRequest) -> str | None:
     if request.param == "sqlite":
         return None
-    if not POSTGRES:
-        pytest.skip("NEOCLOUD_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL and sets it)")
-    return _postgres_database()
+    return postgres_database()
 
 
 @contextmanager

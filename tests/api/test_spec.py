@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from neocloud.api.schemas import JobSpec, mebibytes, seconds
-from neocloud.control.controller import Controller
+from neocloud.control.jobs import job_of
 
 
 @pytest.mark.parametrize(("given", "want"), [(90, 90.0), ("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0),
@@ -59,7 +59,7 @@ def test_bad_memory_sizes(bad: object) -> None:
 
 def test_cpus_and_memory_reach_the_core_per_node() -> None:
     spec = JobSpec(name="train", command="true", gpus=16, gpus_per_node=8, cpus=2.5, memory="64Gi")
-    job = Controller._job("1", "lab", spec.model_dump(mode="json", exclude={"tenant"}), 0.0)
+    job = job_of("1", "lab", spec.model_dump(mode="json", exclude={"tenant"}), 0.0)
     assert (job.cpu_milli, job.memory_mib) == (2500, 65536)
-    unset = Controller._job("2", "lab", JobSpec(name="t", command="true").model_dump(mode="json"), 0.0)
+    unset = job_of("2", "lab", JobSpec(name="t", command="true").model_dump(mode="json"), 0.0)
     assert (unset.cpu_milli, unset.memory_mib) == (0, 0)

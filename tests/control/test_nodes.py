@@ -49,8 +49,9 @@ def test_a_domain_is_cordoned_whole_once_more_than_two_nodes_are_out(keeper) -> 
         assert nodes.stage[domain[2]] == Stage.PRODUCTION  # two out: the domain still works
         moved = nodes.move(s, domain[2], Stage.TRIAGE, "xid 79", 2.0)
     assert nodes.stage[domain[3]] == Stage.CORDONED
-    assert (domain[3], Stage.PRODUCTION, Stage.CORDONED) == moved.moves[-1][:3]
-    assert "3 of 4 nodes out" in moved.moves[-1][3]
+    last = moved.moves[-1]
+    assert (last.node, last.frm, last.to) == (domain[3], Stage.PRODUCTION, Stage.CORDONED)
+    assert "3 of 4 nodes out" in last.reason
     assert not sched.state.schedulable[nodes.ids[domain[3]]]
     others = [n.name for n in nodes.fleet.nodes if n.name not in domain]
     assert all(nodes.stage[n] == Stage.PRODUCTION for n in others)
@@ -69,6 +70,6 @@ def test_stages_and_spares_survive_a_restart_and_bad_moves_are_refused(keeper) -
     assert len(nodes.spare) == 1
     again = Nodes(nodes.fleet, Scheduler(nodes.fleet).state, Metrics(), spares_per_fabric=1)
     with factory() as s:
-        again.load(s)
+        again.load(s, 3.0)
     assert again.stage["rack-n0"] == Stage.DRAINING and again.spare == nodes.spare
     assert not again.state.schedulable[again.ids[next(iter(again.spare))]]

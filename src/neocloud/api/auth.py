@@ -11,7 +11,9 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import HTTPException, Request
 
@@ -182,5 +184,15 @@ def _audit(request: Request, status: int, detail: str) -> None:
         return
     entry = {"actor": "anonymous", "method": request.method, "path": request.url.path[:2048],
              "client": client_address(request)[:255], "status": status, "detail": detail}
-    request.app.state.service.controller.audit(entry).add_done_callback(
-        lambda f: f.exception() and log.error("audit entry not recorded: %s", entry))
+    request.app.state.service.controller.audit(entry).add_done_callback(unrecorded(entry))
+
+
+def unrecorded(entry: dict[str, Any]) -> Callable[[Future], None]:
+    """A done-callback for an audit entry queued to the controller: the entry is logged if the
+    controller could not keep it, so that no audited call goes unrecorded silently."""
+
+    def done(future: Future) -> None:
+        if future.exception() is not None:
+            log.error("audit entry not recorded: %s", entry)
+
+    return done

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -9,27 +11,31 @@ import secrets
 import shutil
 import socket
 import subprocess
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ExceptionHandler
 
 from neocloud.api import admin, auth, billing, capacity, goodput, guards, jobs, nodes
-from neocloud.api.auth import MUTATING, FailureLimit, identify
+from neocloud.api.auth import MUTATING, FailureLimit, identify, unrecorded
 from neocloud.backends import Backend, make_backend
-from neocloud.control.controller import DEFAULT_TENANT, Conflict, Controller, NotFound, Refused, digest
+from neocloud.control.commands import Conflict, NotFound, Refused, digest
+from neocloud.control.controller import CHECK_COMMAND, DEFAULT_TENANT, Controller, Unavailable
 from neocloud.errors import NeocloudError, SchedulingError
 from neocloud.fleet.loader import default_fleet, load_fleet
 from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
-from neocloud.store.database import connect, database_url, hold, sessions
+from neocloud.store.database import connect, database_url, sessions
+from neocloud.store.leadership import Leadership
 from neocloud.web import dashboard
 
 log = logging.getLogger("neocloud.server")
@@ -44,7 +50,6 @@ class Service:
     controller: Controller
     admin_digest: str
     lock: IO[str]  # the data directory's
-    db_lock: Connection | None  # the database's, on PostgreSQL
     max_body_bytes: int = guards.MAX_BODY_BYTES  # a larger request body is refused (413) unread
 
 
@@ -71,13 +76,12 @@ def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Pat
     else:
         fleet = the_backend.inventory() if hasattr(the_backend, "inventory") else local_fleet()
     engine = connect(database_url(data_dir, database))
-    db_lock = hold(engine)
     factory = sessions(engine)
     controller = Controller(fleet, factory, the_backend, spares_per_fabric=spares_per_fabric,
                             checkpoints=files / "checkpoints", check_every_s=check_every_s,
                             only_tenant=None if trust_tenants or the_backend.isolation is None else only_tenant,
-                            **({"check_command": check_command} if check_command else {}))
-    return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock, db_lock)
+                            leadership=Leadership(engine), check_command=check_command or CHECK_COMMAND)
+    return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock)
 
 
 def admin_token(data_dir: Path) -> str:
@@ -138,12 +142,13 @@ def _lock(data_dir: Path) -> IO[str]:
 
 def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
-        service.controller.start()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Off the event loop: recovery reads the whole store, and stopping joins the controller's thread.
+        await asyncio.to_thread(service.controller.start)
         try:
             yield
         finally:
-            service.controller.stop()
+            await asyncio.to_thread(service.controller.stop)
 
     app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan, docs_url=None,
                   description="The control plane of a GPU cloud: jobs, nodes, tenants.")
@@ -154,28 +159,48 @@ def create_app(service: Service) -> FastAPI:
     for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
                    admin.router, admin.tokens_router, dashboard.router):
         app.include_router(router)
-    app.add_exception_handler(dashboard.Login, dashboard.login_redirect)
+    app.add_exception_handler(dashboard.Login, cast(ExceptionHandler, dashboard.login_redirect))
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> JSONResponse:
-        failed = service.controller.failed
-        body = {"status": "failed" if failed else "ok", "reason": failed or "", "fleet": service.fleet.name,
+        """ok (200); degraded, with what fails and for how long (200 while the store answers: the
+        server still takes work); standby (503: another server leads, send work there); unavailable
+        (503: the store fails)."""
+        c = service.controller
+        degraded = c.degraded.reasons()
+        status = "unavailable" if "store" in degraded else "standby" if c.standby else \
+            "degraded" if degraded else "ok"
+        body = {"status": status, "degraded": degraded, "fleet": service.fleet.name,
                 "gpus": service.fleet.total_gpus, "backend": service.backend.name}
-        return JSONResponse(body, status_code=503 if failed else 200)
+        if c.standby:
+            body["leader"] = c.leader()
+        return JSONResponse(body, status_code=503 if status in ("unavailable", "standby") else 200)
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, dependencies=[Depends(auth.admin)],
              responses={401: {"description": "No or unknown token"}, 403: {"description": "Admin only"}})
     def metrics() -> PlainTextResponse:
         """Prometheus metrics, for the admin token (`authorization: credentials_file` in the scrape config)."""
-        return PlainTextResponse(generate_latest(service.controller.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        c = service.controller
+        with contextlib.suppress(NeocloudError, TimeoutError):  # a standby or a failing store: the rest still
+            c.view(c.metrics.observe).result(timeout=5)
+        return PlainTextResponse(generate_latest(c.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(NeocloudError)
     async def neocloud_error(request: Request, e: NeocloudError) -> JSONResponse:
         status = 404 if isinstance(e, NotFound) else 409 if isinstance(e, Conflict) else \
-            403 if isinstance(e, Refused) else 422 if isinstance(e, SchedulingError) else 400
-        return JSONResponse({"detail": str(e)}, status_code=status)
+            403 if isinstance(e, Refused) else 422 if isinstance(e, SchedulingError) else \
+            503 if isinstance(e, Unavailable) else 400
+        return JSONResponse({"detail": str(e)}, status_code=status, headers={"retry-after": "1"} if status == 503
+                            else None)
 
-    app.add_exception_handler(RequestValidationError, guards.validation_error)
+    @app.exception_handler(DBAPIError)
+    async def store_error(request: Request, e: DBAPIError) -> JSONResponse:
+        """A read that reached the store while it fails: unavailable for now, not a server error."""
+        log.warning("store error on %s: %s", request.url.path, e.orig)
+        return JSONResponse({"detail": f"the store is unavailable ({type(e.orig).__name__}); try again shortly"},
+                            status_code=503, headers={"retry-after": "1"})
+
+    app.add_exception_handler(RequestValidationError, cast(ExceptionHandler, guards.validation_error))
     app.add_middleware(guards.BodyLimit, max_bytes=service.max_body_bytes)
     app.add_middleware(AuditLog, service=service)
     app.add_middleware(guards.SecurityHeaders)
@@ -211,8 +236,7 @@ class AuditLog:
         entry = {"actor": who.name if who else "anonymous", "method": request.method,
                  "path": request.url.path[:2048], "client": request.client.host if request.client else "",
                  "status": status, "detail": ""}
-        self.service.controller.audit(entry).add_done_callback(
-            lambda f: f.exception() and log.error("audit entry not recorded: %s", entry))
+        self.service.controller.audit(entry).add_done_callback(unrecorded(entry))
 
 
 def serve(service: Service, host: str, port: int) -> None:
@@ -225,6 +249,8 @@ def serve(service: Service, host: str, port: int) -> None:
         raise NeocloudError(f"cannot listen on {host}:{port} ({e.strerror}); is another server there? "
                             "choose another --port or --host") from None
 
+    if service.controller.leadership is not None:  # told to clients that reach a standby
+        service.controller.leadership.url = f"http://{host}:{port}"
     # No proxy headers: X-Forwarded-For from a local client (a job, say) would forge the address that
     # failed logins are limited by and the audit log records.
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False,

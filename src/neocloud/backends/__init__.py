@@ -1,4 +1,5 @@
-"""Backends run what the scheduler placed: local processes here; Slurm and Ray behind the same face."""
+"""Backends run what the scheduler placed: local processes here; Slurm and Ray behind the same face;
+an emulated engine that runs nothing, to drive the control plane at a fleet's full size."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from neocloud.backends.base import Backend, Exit, Task
 from neocloud.errors import NeocloudError
 
-BACKENDS = ("local", "slurm", "ray")
+BACKENDS = ("local", "slurm", "ray", "emulated")
 
 
 def make_backend(name: str, data_dir: Path, jobs_dir: Path | None = None, gpu_devices: Path | None = None,
@@ -28,6 +29,10 @@ def make_backend(name: str, data_dir: Path, jobs_dir: Path | None = None, gpu_de
         from neocloud.backends.ray import RayBackend
 
         return RayBackend(files / "jobs")
+    if name == "emulated":
+        from neocloud.backends.emulated import EmulatedBackend
+
+        return EmulatedBackend(files / "jobs", files)  # the record beside the jobs: a standby reads it too
     raise NeocloudError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -23,6 +23,7 @@ class Task:
     cpu_milli: int = 0  # per rank: enforced where the backend can (0: no limit)
     memory_mib: int = 0  # per rank, likewise
     trusted: bool = False  # neocloud's own (an active check): runs as the server's user, outside any sandbox
+    estimate_s: float | None = None  # the spec's estimated_duration: how long an emulated attempt runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,10 @@ class Backend(Protocol):
 
     def recover(self, job_id: int, attempt: int, ranks: int) -> Recovered:
         """After a restart: 'running' (adopted), its Exit if it ended meanwhile, None if lost."""
+
+    def take_over(self) -> None:
+        """This server leads now (at start, or after another server led): read again whatever
+        record of attempts the backend keeps itself, before `recover` is asked."""
 
     def reap_orphans(self, keep: set[tuple[int, int]]) -> list[tuple[int, int]]:
         """Kill processes of attempts not in `keep` (ended or cancelled jobs); say which."""

@@ -209,6 +209,9 @@ class LocalBackend:
         codes = tuple(r.code() for r in known)
         return None if any(c is None for c in codes) else Exit(job_id, attempt, codes)
 
+    def take_over(self) -> None:
+        """Nothing to read again: its attempts' pid and exit files are the record, read by `recover`."""
+
     def reap_orphans(self, keep: set[tuple[int, int]]) -> list[tuple[int, int]]:
         killed = set()
         for pid_file in self.root.glob("*/attempt-*.rank-*.pid"):

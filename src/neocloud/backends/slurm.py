@@ -26,6 +26,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from neocloud.backends.base import Exit, Recovered, Task, read_file
 from neocloud.backends.identity import tenant_identity
@@ -77,7 +78,7 @@ class SlurmBackend:
     # -- the cluster ------------------------------------------------------------------------------
     def inventory(self) -> Fleet:
         """The cluster as a fleet: nodes and their GPUs from `sinfo`, leaves from the switch tree."""
-        nodes = json.loads(_tool("sinfo", "--json"))["nodes"]
+        nodes = _json("sinfo")["nodes"]
         leaf_of: dict[str, str] = {}
         for line in _tool("scontrol", "show", "topology").splitlines():
             fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
@@ -97,7 +98,7 @@ class SlurmBackend:
     def drained(self) -> dict[str, str]:
         """Nodes Slurm will not run new work on (drained, down, ...), with its reason."""
         out = {}
-        for n in json.loads(_tool("sinfo", "--json"))["nodes"]:
+        for n in _json("sinfo")["nodes"]:
             flags = {f.upper() for f in n.get("state_flags", [])} | {str(n.get("state", "")).upper()}
             if flags & {"DRAIN", "DRAINED", "DRAINING", "DOWN", "FAIL", "FAILING"}:
                 out[n["name"]] = n.get("reason") or "drained in Slurm"
@@ -197,7 +198,7 @@ class SlurmBackend:
         return tuple(codes)
 
     def _squeue(self) -> list[dict]:
-        return [j for j in json.loads(_tool("squeue", "--json"))["jobs"] if str(j.get("name", "")).startswith(PREFIX)]
+        return [j for j in _json("squeue")["jobs"] if str(j.get("name", "")).startswith(PREFIX)]
 
     # -- after a restart ----------------------------------------------------------------------
     def recover(self, job_id: int, attempt: int, ranks: int) -> Recovered:
@@ -209,6 +210,9 @@ class SlurmBackend:
                 return "running"
         codes = self._codes(job_id, attempt, ranks)
         return None if any(c is None for c in codes) else Exit(job_id, attempt, codes)
+
+    def take_over(self) -> None:
+        """Nothing to read again: Slurm keeps the record; `recover` asks it."""
 
     def reap_orphans(self, keep: set[tuple[int, int]]) -> list[tuple[int, int]]:
         killed = []
@@ -238,6 +242,19 @@ def _gpus(gres: str) -> tuple[str, int]:
                 model = DEFAULT_GPU
             return model, int(parts[-1])
     return DEFAULT_GPU, 0
+
+
+def _json(tool: str) -> dict[str, Any]:
+    """`tool --json`'s answer. Without its controller, squeue answers exit 0 and no jobs, with the
+    failure in "errors": taken at its word, every job would look ended."""
+    try:
+        data = json.loads(_tool(tool, "--json"))
+    except ValueError as e:
+        raise NeocloudError(f"{tool} --json answered no JSON: {e}") from None
+    if data.get("errors"):
+        why = "; ".join(str(e.get("description") or e) if isinstance(e, dict) else str(e) for e in data["errors"])
+        raise NeocloudError(f"{tool} failed: {why}")
+    return data
 
 
 def _tool(*cmd: str, stdin: str | None = None, env: dict[str, str] | None = None, check: bool = True) -> str:

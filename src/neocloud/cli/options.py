@@ -14,7 +14,9 @@ node_app = typer.Typer(help="Operate on nodes: cordon, drain, move through their
                        no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants and their tokens (admin).", no_args_is_help=True)
 
-Server = Annotated[Optional[str], typer.Option("--server", help="API URL (default: NEOCLOUD_SERVER or "
+Server = Annotated[Optional[str], typer.Option("--server", help="API URL, or several, comma-separated, of "
+                                                                 "servers sharing one database: the one that "
+                                                                 "leads is followed (default: NEOCLOUD_SERVER or "
                                                                  "http://127.0.0.1:8420).")]
 Token = Annotated[Optional[str], typer.Option("--token", help="API token (default: NEOCLOUD_TOKEN, or the local "
                                                                "admin token).")]

@@ -20,7 +20,9 @@ def up(
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8420,
     fleet: Annotated[Optional[Path], typer.Option(help="Fleet YAML (default: this host, or one emulated 8-GPU node).")] = None,
     backend: Annotated[str, typer.Option(help="Where jobs run: local (processes on this host), slurm (the cluster SLURM_CONF "
-                                                     "names) or ray (the cluster at RAY_ADDRESS).")] = "local",
+                                                     "names), ray (the cluster at RAY_ADDRESS) or emulated (nowhere: "
+                                                     "each attempt of a job lasts its estimated_duration, default 60 s, "
+                                                     "on the --fleet's nodes, then exits 0).")] = "local",
     spares_per_fabric: Annotated[int, typer.Option(
         min=0, help="Idle nodes held back in each fabric for jobs whose nodes fail.")] = 0,
     check_every: Annotated[float, typer.Option(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge
 
 from neocloud.model.job import PriorityClass
 from neocloud.sched.scheduler import Scheduler
@@ -34,14 +33,24 @@ class Metrics:
         self.spares = Gauge("neocloud_hot_spares", "Nodes held back as hot spares", registry=self.registry)
         self.interruptions = PromCounter("neocloud_job_interruptions", "Job attempts ended by a node's failure",
                                          registry=self.registry)
+        self.degraded = Gauge("neocloud_degraded", "1 while a part of the service (backend, store) is failing",
+                              ["part"], registry=self.registry)
+        self.degraded_episodes = PromCounter("neocloud_degraded_episodes", "Times a part of the service became "
+                                             "degraded", ["part"], registry=self.registry)
+        self.errors = PromCounter("neocloud_part_errors", "Failed calls to a part of the service (backend, store)",
+                                  ["part"], registry=self.registry)
+        self.turn_seconds = Histogram("neocloud_controller_turn_seconds", "How long one turn of the control loop took",
+                                      buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5),
+                                      registry=self.registry)
         self._held: set[tuple[str, str]] = set()
 
     def observe(self, sched: Scheduler) -> None:
-        """Set the gauges from the scheduler's state (called by the loop after each turn)."""
+        """Set the gauges from the scheduler's state: inside the loop (`Controller.view`), at each
+        scrape, so that what costs the number of jobs is paid per scrape, not per turn."""
         waiting = Counter(rec.job.priority.value for rec in sched.jobs.values() if rec.state in ("PENDING", "HELD"))
         for p in PriorityClass:
             self.queue_depth.labels(priority=p.value).set(waiting.get(p.value, 0))
-        held = Counter()
+        held: defaultdict[tuple[str, str], float] = defaultdict(float)
         for rec in sched.running.values():
             held[(rec.job.tenant, rec.job.priority.value)] += rec.job.gpus
         for key in self._held - held.keys():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +40,7 @@ def connect(url: str) -> Engine:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         migrate(engine)
@@ -51,20 +52,6 @@ def connect(url: str) -> Engine:
     except OperationalError as e:
         raise NeocloudError(f"cannot open the database at {_safe(url)}: {e.orig}") from None
     return engine
-
-
-def hold(engine: Engine) -> Connection | None:
-    """One server per database: on PostgreSQL, a session-long advisory lock (SQLite's is the data
-    directory's lock file). The connection returned holds it; close it to let go."""
-    if engine.dialect.name != "postgresql":
-        return None
-    conn = engine.connect()
-    if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar():
-        conn.close()
-        raise NeocloudError("another neocloud server is using this database; stop it, or give this one "
-                            "another --database-url")
-    conn.commit()
-    return conn
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
@@ -86,6 +73,13 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
     cur.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the API acknowledges it
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+    # The driver's own transaction handling would commit under a SAVEPOINT (each controller
+    # command runs in one): SQLAlchemy emits BEGIN itself instead (its documented pysqlite recipe).
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def _safe(url: str) -> str:

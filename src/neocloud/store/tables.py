@@ -193,3 +193,16 @@ class AuditRow(Base):
     client: Mapped[str] = mapped_column(String(255), default="")
     status: Mapped[int] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Leadership(Base):
+    """Which server leads (one row): the epoch grows at each takeover, and every turn of the leader's
+    control loop checks it is still its own, so a server that lost the lead writes nothing more."""
+
+    __tablename__ = "leadership"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    holder: Mapped[str] = mapped_column(String(255), default="")  # host and pid
+    url: Mapped[str] = mapped_column(String(255), default="")  # where it serves
+    since: Mapped[float] = mapped_column(Float, default=0.0)

@@ -1,0 +1,232 @@
+"""The commands the API and CLI send the controller. Each runs inside one turn of its loop, against
+the core's state and the turn's transaction, and its future resolves once that turn is committed.
+A command that raises has what it wrote rolled back (it runs in a savepoint); the busiest ones
+check everything before they write, and say so (`checked`), to run without one."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from concurrent.futures import Future
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from neocloud.backends.base import Backend
+from neocloud.control import records
+from neocloud.control.billing import Billing
+from neocloud.control.failures import Failures
+from neocloud.control.jobs import Jobs, job_of
+from neocloud.control.metrics import Metrics
+from neocloud.control.nodes import Nodes
+from neocloud.errors import NeocloudError
+from neocloud.model.job import SYSTEM
+from neocloud.model.lifecycle import LifecycleError, Stage, stage
+from neocloud.sched.scheduler import Scheduler
+from neocloud.store.tables import ContractRow, JobRow, PriceRow, Tenant, Token
+
+T = TypeVar("T")
+NODE_ACTIONS = {"cordon": Stage.CORDONED, "drain": Stage.DRAINING, "uncordon": Stage.PRODUCTION}
+
+
+class NotFound(NeocloudError):
+    """The thing asked for does not exist (or belongs to another tenant)."""
+
+
+class Conflict(NeocloudError):
+    """The request clashes with what exists (a tenant name taken, a job already ended)."""
+
+
+class Refused(NeocloudError):
+    """Allowed to nobody in this caller's place (a tenant the backend cannot keep apart from another)."""
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Commands:
+    # What the controller holds (see controller.py), as the commands use it.
+    sched: Scheduler
+    jobs: Jobs
+    nodes: Nodes
+    failures: Failures
+    billing: Billing
+    metrics: Metrics
+    backend: Backend
+    node_ids: dict[str, int]
+    tenants: set[str]
+    tokens: dict[str, str]  # digest -> tenant, of tokens not revoked
+    token_expiry: dict[str, float]  # digest -> when it stops working, of tokens that expire
+    only_tenant: str | None
+    clock: Callable[[], float]
+
+    def call(self, run: Callable[[Session, float], T], checked: bool = False) -> Future[T]:
+        raise NotImplementedError
+
+    def new_id(self) -> int:
+        raise NotImplementedError
+
+    def set_quotas(self, now: float) -> None:
+        raise NotImplementedError
+
+    def submit(self, tenant: str, spec: dict[str, Any]) -> Future[JobRow]:
+        def run(s: Session, now: float) -> JobRow:
+            if tenant not in self.tenants:
+                raise NotFound(f"no tenant {tenant!r}")
+            if self.only_tenant not in (None, tenant):
+                raise Refused(f"the {self.backend.name} backend cannot keep tenants apart ({self.backend.isolation}), "
+                              f"so it serves one tenant, {self.only_tenant!r}: a job of {tenant!r} is refused. Start "
+                              "neocloud up with --only-tenant NAME to serve another, or --trust-tenants if they "
+                              "trust each other")
+            self.sched.check(job_of(spec["name"], tenant, spec, now))  # refused with its name, not an id
+            job_id = self.new_id()
+            job = job_of(str(job_id), tenant, spec, now)
+            row = JobRow(id=job_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
+                         priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
+                         reason="", cancel_requested=False, ledger={}, usage_class="")
+            s.add(row)
+            records.keep(s, row)
+            self.sched.submit(job, now)
+            records.event(s, row.id, now, "submitted", f"{job.gpus:g} GPU(s), {job.priority.value}")
+            self.metrics.submitted.inc()
+            return row
+
+        return self.call(run, checked=True)
+
+    def cancel(self, job_id: int, tenant: str | None) -> Future[JobRow]:
+        def run(s: Session, now: float) -> JobRow:
+            row = records.row(s, job_id)
+            if row is None or (tenant is not None and row.tenant != tenant):
+                raise NotFound(f"no job {job_id}")
+            if row.state == "PENDING":
+                self.jobs.settle(s, row, "CANCELLED", None, "cancelled while pending", now)
+            elif row.state == "RUNNING" and not row.cancel_requested:
+                row.cancel_requested = True
+                records.event(s, row.id, now, "cancel-requested", "stopping its processes")
+                self.jobs.stop(row)
+            return row
+
+        return self.call(run, checked=True)
+
+    def set_node(self, name: str, action: str, reason: str) -> Future[str]:
+        """The operator's cordon, drain and uncordon: moves to cordoned, draining and production."""
+        return self.move_node(name, NODE_ACTIONS[action].value, reason)
+
+    def move_node(self, name: str, to: str, reason: str) -> Future[str]:  # of the node's stage
+        if name not in self.node_ids:
+            raise NotFound(f"no node {name!r}")
+        target = stage(to)
+
+        def run(s: Session, now: float) -> str:
+            try:
+                self.failures.carry(s, self.nodes.move(s, name, target, reason, now), now)
+            except LifecycleError as e:
+                raise Conflict(str(e)) from None
+            return target.value
+
+        return self.call(run)
+
+    def signal(self, name: str, signal: dict[str, Any], observed_at: float | None) -> Future[dict[str, Any]]:
+        """A health signal about a node: recorded, judged by the rules, acted on."""
+        if name not in self.node_ids:
+            raise NotFound(f"no node {name!r}")
+
+        def run(s: Session, now: float) -> dict[str, Any]:
+            rule, moved = self.nodes.signal(s, name, signal, observed_at if observed_at is not None else now, now)
+            self.failures.carry(s, moved, now)
+            return {"node": name, "rule": f"{rule.kind}: {rule.when}", "action": rule.action.value,
+                    "stage": self.nodes.stage[name].value, "interrupted": sorted(int(j) for j in moved.interrupted)}
+
+        return self.call(run)
+
+    def create_contract(self, terms: dict[str, Any]) -> Future[ContractRow]:
+        def run(s: Session, now: float) -> ContractRow:
+            if terms["tenant"] not in self.tenants:
+                raise NotFound(f"no tenant {terms['tenant']!r}")
+            row = self.billing.add(s, dict(terms), now)
+            self.set_quotas(now)
+            return row
+
+        return self.call(run)
+
+    def amend_contract(self, number: int, changes: dict[str, Any], note: str) -> Future[ContractRow]:
+        def run(s: Session, now: float) -> ContractRow:
+            row = self.billing.amend(s, number, changes, note, now)
+            if row is None:
+                raise NotFound(f"no contract {number} in force")
+            self.set_quotas(now)
+            return row
+
+        return self.call(run)
+
+    def set_price(self, gpu_type: str, usage_class: str, price: Decimal) -> Future[PriceRow]:
+        def run(s: Session, now: float) -> PriceRow:
+            row = PriceRow(gpu_type=gpu_type, usage_class=usage_class, price=price, since=now)
+            s.add(row)
+            return row
+
+        return self.call(run)
+
+    def create_tenant(self, name: str) -> Future[Tenant]:
+        def run(s: Session, now: float) -> Tenant:
+            if name in self.tenants:
+                raise Conflict(f"tenant {name!r} exists")
+            if name.lower() == SYSTEM:
+                raise Conflict(f"{name!r} is the name of neocloud's own jobs: choose another")
+            row = Tenant(name=name, created_at=now)
+            s.add(row)
+            self.tenants.add(name)
+            return row
+
+        return self.call(run)
+
+    def create_token(self, tenant: str, label: str, expires_in: float | None = None) -> Future[tuple[str, Token]]:
+        """A new token for the tenant: the secret is returned once, only its digest is kept."""
+        token = "nct_" + secrets.token_urlsafe(32)
+
+        def run(s: Session, now: float) -> tuple[str, Token]:
+            if tenant not in self.tenants:
+                raise NotFound(f"no tenant {tenant!r}")
+            d = digest(token)
+            row = Token(tenant=tenant, digest=d, label=label, created_at=now,
+                        expires_at=None if expires_in is None else now + expires_in)
+            s.add(row)
+            if row.expires_at is not None:
+                self.token_expiry[d] = row.expires_at
+            self.tokens[d] = tenant
+            return token, row
+
+        return self.call(run)
+
+    def revoke_token(self, token_id: int, tenant: str | None) -> Future[Token]:
+        """Revoke a token (the admin's any, a tenant's only its own): refused from this turn on."""
+        def run(s: Session, now: float) -> Token:
+            row = s.get(Token, token_id)
+            if row is None or (tenant is not None and row.tenant != tenant):
+                raise NotFound(f"no token {token_id}")
+            if row.revoked_at is None:
+                row.revoked_at = now
+            self.tokens.pop(row.digest, None)
+            self.token_expiry.pop(row.digest, None)
+            return row
+
+        return self.call(run)
+
+    def tenant_of(self, token_digest: str) -> str | None:
+        """The tenant whose token has this digest, unless it was revoked or has expired (by the
+        controller's clock, at each call: an expired token is refused at once)."""
+        tenant = self.tokens.get(token_digest)
+        if tenant is None:
+            return None
+        expires = self.token_expiry.get(token_digest)
+        return tenant if expires is None or self.clock() < expires else None
+
+    def audit(self, entry: dict[str, Any]) -> Future[None]:
+        return self.call(lambda s, now: records.audit(s, {"at": now, **entry}), checked=True)
+
+    def view(self, read: Callable[[Scheduler], T]) -> Future[T]:
+        """Read the scheduler's state consistently, from inside the loop."""
+        return self.call(lambda s, now: read(self.sched), checked=True)

@@ -1,0 +1,174 @@
+"""A job's moves in the store, as the scheduler's actions and the backend's news make them:
+launched, preempted, requeued, ended, settled. Each keeps the row, the scheduler, the meter and
+the job's events in step; what reaches a process (stopping an attempt) is booked for after the
+turn's commit."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from neocloud.backends.base import Backend, Exit, Task
+from neocloud.control import records
+from neocloud.control.billing import Billing
+from neocloud.control.metrics import Metrics
+from neocloud.health.restarts import launch_retry
+from neocloud.model.events import Launch, Preempt
+from neocloud.model.fleet import Fleet
+from neocloud.model.goodput import auto_interval, fixed_interval
+from neocloud.model.job import Job, PriorityClass
+from neocloud.sched.scheduler import Scheduler
+from neocloud.store.tables import JobRow
+
+
+def job_of(job_id: str, tenant: str, spec: dict[str, Any], submitted: float) -> Job:
+    """The core's view of a job spec (as the API validated and the store keeps it)."""
+    return Job(
+        id=job_id,
+        name=spec["name"],
+        gpus=float(spec.get("gpus", 1)),
+        gpus_per_node=spec.get("gpus_per_node"),
+        gpu_types=(spec["gpu_type"],) if spec.get("gpu_type") else (),
+        cpu_milli=round(float(spec.get("cpus") or 0) * 1000),
+        memory_mib=int(spec.get("memory") or 0),
+        tenant=tenant,
+        priority=PriorityClass(spec.get("priority", "on-demand")),
+        submit_s=submitted,
+        estimate_s=spec.get("estimated_duration"),
+        checkpoint_interval_s=fixed_interval(spec.get("checkpoint_interval")),
+    )
+
+
+class Jobs:
+    def __init__(self, fleet: Fleet, sched: Scheduler, billing: Billing, metrics: Metrics, backend: Backend,
+                 after: list[Callable[[], None]], checkpoints: Path | None) -> None:
+        self.fleet, self.sched, self.billing, self.metrics, self.backend = fleet, sched, billing, metrics, backend
+        self.after = after  # backend calls to make once this turn is committed
+        self.checkpoints = checkpoints  # where each job's NEOCLOUD_CHECKPOINT_DIR is made
+        self.stopping: dict[str, int] = {}  # job id -> attempt still stopping (preempted or interrupted)
+        self._retries: list[tuple[float, str]] = []  # (when, job id) of jobs held after a failed start
+
+    def stop(self, row: JobRow) -> None:
+        """Stop the running attempt's processes, once this turn is committed."""
+        job_id, attempt = row.id, row.attempts
+        self.after.append(lambda: self.backend.stop(job_id, attempt))
+
+    def launched(self, s: Session, action: Launch, now: float) -> Task:
+        row = records.row(s, int(action.job_id))
+        assert row is not None, action
+        row.state, row.started_at, row.attempts = "RUNNING", now, row.attempts + 1
+        row.usage_class = self.billing.usage_class(row.priority, self.sched.running[action.job_id].pool, row.tenant)
+        ledger = dict(row.ledger or {})
+        ledger.setdefault("first_start", now)
+        if "failed_at" in ledger:  # running again after a failure: the wait counts against goodput
+            ledger["queueing_s"] = ledger.get("queueing_s", 0.0) + now - ledger.pop("failed_at")
+        row.ledger = ledger
+        row.placement = [{"node": self.fleet.nodes[n].name, "gpus": list(g)} for n, g in zip(action.nodes, action.gpus)]
+        where = ", ".join(f"{p['node']}[{','.join(map(str, p['gpus']))}]" for p in row.placement)
+        records.event(s, row.id, now, "started", f"attempt {row.attempts} on {where}")
+        return self.task(s, row)
+
+    def task(self, s: Session, row: JobRow) -> Task:
+        """What the backend runs for the row's current attempt."""
+        spec = row.spec
+        command = spec["command"]
+        command = command if isinstance(command, str) else tuple(command)
+        env = dict(spec.get("env") or {})
+        interval = spec.get("checkpoint_interval")
+        if interval == "auto":
+            interval = auto_interval(row.gpus, *_fleet_failures(s), spec.get("checkpoint_cost"),
+                                     spec.get("restart_cost"))
+        if interval is not None:
+            env["NEOCLOUD_CHECKPOINT_INTERVAL"] = f"{float(interval):g}"
+        job = job_of(str(row.id), row.tenant, spec, row.submitted_at)
+        return Task(row.id, row.attempts, command, env,
+                    tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []), tenant=row.tenant,
+                    checkpoint_dir=None if self.checkpoints is None else self.checkpoints / str(row.id),
+                    cpu_milli=job.cpu_milli, memory_mib=job.memory_mib, estimate_s=job.estimate_s)
+
+    def launch_failed(self, s: Session, row: JobRow, why: str, now: float) -> None:
+        """The backend could not start the attempt: the job waits and tries again, or fails once it has
+        had its tries (health.restarts.launch_retry)."""
+        failures = int((row.ledger or {}).get("launch_failures", 0)) + 1
+        row.ledger = {**(row.ledger or {}), "launch_failures": failures}
+        delay = launch_retry(failures)
+        self.stop(row)  # whatever of it did start
+        if delay is None:
+            self.settle(s, row, "FAILED", None, f"could not start ({failures} tries): {why}", now)
+            return
+        self.sched.interrupt(str(row.id), now)
+        self.requeue(s, row, now, f"could not start: {why}; trying again in {delay:g} s")
+        heapq.heappush(self._retries, (now + delay, str(row.id)))
+
+    def retry_due(self, now: float) -> None:
+        """Put back in the queue the jobs whose wait after a failed start is over."""
+        while self._retries and self._retries[0][0] <= now:
+            _, job_id = heapq.heappop(self._retries)
+            if job_id in self.sched.jobs:
+                self.sched.unhold(job_id)
+
+    def preempted(self, s: Session, row: JobRow, action: Preempt, now: float) -> None:
+        self.stop(row)
+        self.requeue(s, row, now, f"preempted ({action.reason})")
+        self.hold_until_stopped(row)
+
+    def hold_until_stopped(self, row: JobRow) -> None:
+        """Not started again until the attempt being stopped has ended."""
+        self.stopping[str(row.id)] = row.attempts
+        self.sched.hold(str(row.id))
+
+    def requeue(self, s: Session, row: JobRow, now: float, why: str) -> None:
+        self._end_attempt(s, row, now)
+        row.state, row.started_at, row.placement = "PENDING", None, None
+        records.event(s, row.id, now, "requeued", why)
+
+    def ended(self, s: Session, ended: Exit, now: float) -> JobRow | None:
+        """An attempt's processes ended: the row it settled, if it was the job's running attempt."""
+        key = str(ended.job_id)
+        if self.stopping.get(key) == ended.attempt:
+            del self.stopping[key]
+            self.sched.unhold(key)
+            return None
+        row = records.row(s, ended.job_id)
+        if row is None or row.state != "RUNNING" or row.attempts != ended.attempt:
+            return None
+        self.settle(s, row, *outcome(row, ended), now)
+        return row
+
+    def settle(self, s: Session, row: JobRow, state: str, code: int | None, why: str, now: float) -> None:
+        self._end_attempt(s, row, now)
+        row.state, row.ended_at, row.exit_code, row.reason = state, now, code, why
+        if str(row.id) in self.sched.jobs:
+            self.sched.finish(str(row.id), now, state)
+            self.sched.forget(str(row.id))
+        self.stopping.pop(str(row.id), None)
+        self.metrics.outcomes.labels(state=state).inc()
+        records.event(s, row.id, now, state.lower(), why)
+
+    def _end_attempt(self, s: Session, row: JobRow, now: float) -> None:
+        """The running attempt ends: its usage is metered and its run time added to the job's."""
+        self.billing.record(s, row, now)
+        if row.started_at is not None:
+            row.run_s += max(now - row.started_at, 0.0)
+
+
+def outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
+    """(state, exit status, reason) of an attempt that ended."""
+    if row.cancel_requested:
+        return "CANCELLED", ended.code, "cancelled"
+    if ended.ok:
+        return "COMPLETED", 0, "exit 0"
+    codes = ", ".join("lost" if c is None else str(c) for c in ended.codes)
+    return "FAILED", ended.code, f"exit status per node: {codes}"
+
+
+def _fleet_failures(s: Session) -> tuple[int, float]:
+    """Interruptions by node failures so far, and the GPU-seconds jobs have run: the fleet's rate."""
+    count, gpu_s = s.execute(select(func.coalesce(func.sum(JobRow.interruptions), 0),
+                                    func.coalesce(func.sum(JobRow.run_s * JobRow.gpus), 0.0))).one()
+    return int(count), float(gpu_s)
