@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from asyncio import wrap_future
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import func, or_, select
@@ -12,6 +12,8 @@ from neocloud.api.auth import Principal, admin, caller
 from neocloud.api.schemas import MAX_ID, NAME, AuditOut, TenantIn, TenantOut, TokenIn, TokenInfo, TokenOut
 from neocloud.store.tables import AuditRow, JobRow, Tenant, Token
 
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+TokenAfter = Annotated[int | None, Query(ge=0, le=MAX_ID, description="Only tokens with a higher id.")]
 router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[Depends(admin)],
                    responses={401: {"description": "No or unknown token"}, 403: {"description": "Admin only"}})
 
@@ -23,15 +25,27 @@ async def create_tenant(body: TenantIn, request: Request) -> TenantOut:
 
 
 @router.get("/tenants", response_model=list[TenantOut])
-def list_tenants(request: Request) -> list[TenantOut]:
+def list_tenants(request: Request, limit: Limit = 1000,
+                 after: Annotated[str | None, Query(max_length=63, description="Only tenants named after it.")] = None,
+                 ) -> list[TenantOut]:
+    """Tenants by name, a page at a time, each with its live tokens and active jobs counted: three
+    statements, the counts only for the page's tenants."""
     now = request.app.state.service.controller.clock()
+    q = select(Tenant).order_by(Tenant.name).limit(limit)
+    if after is not None:
+        q = q.where(Tenant.name > after)
     with request.app.state.service.sessions() as s:
-        tokens = dict(s.execute(select(Token.tenant, func.count()).where(*_live(now)).group_by(Token.tenant)).all())
+        page = list(s.scalars(q))
+        names = [t.name for t in page]
+        if not names:
+            return []
+        tokens = dict(s.execute(select(Token.tenant, func.count()).where(Token.tenant.in_(names), *_live(now))
+                                .group_by(Token.tenant)).all())
         active = dict(s.execute(select(JobRow.tenant, func.count())
-                                .where(JobRow.state.in_(("PENDING", "RUNNING"))).group_by(JobRow.tenant)).all())
-        return [TenantOut(name=t.name, created_at=t.created_at, tokens=tokens.get(t.name, 0),
-                          jobs_active=active.get(t.name, 0))
-                for t in s.scalars(select(Tenant).order_by(Tenant.name))]
+                                .where(JobRow.tenant.in_(names), JobRow.state.in_(("PENDING", "RUNNING")))
+                                .group_by(JobRow.tenant)).all())
+    return [TenantOut(name=t.name, created_at=t.created_at, tokens=tokens.get(t.name, 0),
+                      jobs_active=active.get(t.name, 0)) for t in page]
 
 
 @router.post("/tenants/{name}/tokens", status_code=201, response_model=TokenOut,
@@ -46,12 +60,12 @@ async def create_token(name: Annotated[str, Path(pattern=NAME)], request: Reques
 
 
 @router.get("/tenants/{name}/tokens", response_model=list[TokenInfo], responses={404: {"description": "No such tenant"}})
-def tenant_tokens(name: Annotated[str, Path(pattern=NAME)], request: Request) -> list[TokenInfo]:
-    """A tenant's tokens, revoked and expired ones too; never their secrets."""
-    with request.app.state.service.sessions() as s:
-        if s.get(Tenant, name) is None:
-            raise HTTPException(404, f"no tenant {name!r}")
-    return _tokens(request, name)
+def tenant_tokens(name: Annotated[str, Path(pattern=NAME)], request: Request, limit: Limit = 1000,
+                  after: TokenAfter = None) -> list[TokenInfo]:
+    """A tenant's tokens, revoked and expired ones too, by id, a page at a time; never their secrets."""
+    if name not in request.app.state.service.controller.tenants:
+        raise HTTPException(404, f"no tenant {name!r}")
+    return _tokens(request, name, limit, after)
 
 
 @router.get("/audit", response_model=list[AuditOut])
@@ -72,9 +86,10 @@ TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @tokens_router.get("", response_model=list[TokenInfo])
-def own_tokens(request: Request, who: Annotated[Principal, Depends(caller)]) -> list[TokenInfo]:
-    """The caller's tenant's tokens (the admin's: every tenant's)."""
-    return _tokens(request, who.tenant)
+def own_tokens(request: Request, who: Annotated[Principal, Depends(caller)], limit: Limit = 1000,
+               after: TokenAfter = None) -> list[TokenInfo]:
+    """The caller's tenant's tokens (the admin's: every tenant's), by id, a page at a time."""
+    return _tokens(request, who.tenant, limit, after)
 
 
 @tokens_router.delete("/{token_id}", response_model=TokenInfo, responses={404: {"description": "No such token"}})
@@ -90,17 +105,19 @@ def _live(now: float) -> tuple:
     return Token.revoked_at.is_(None), or_(Token.expires_at.is_(None), Token.expires_at > now)
 
 
-def _tokens(request: Request, tenant: str | None) -> list[TokenInfo]:
-    q = select(Token).order_by(Token.id)
+def _tokens(request: Request, tenant: str | None, limit: int, after: int | None) -> list[TokenInfo]:
+    q = select(Token).order_by(Token.id).limit(limit)
     if tenant is not None:
         q = q.where(Token.tenant == tenant)
+    if after is not None:
+        q = q.where(Token.id > after)
     now = request.app.state.service.controller.clock()
     with request.app.state.service.sessions() as s:
         return [_info(t, now) for t in s.scalars(q)]
 
 
 def _info(t: Token, now: float) -> TokenInfo:
-    state = "revoked" if t.revoked_at is not None else \
+    state: Literal["active", "expired", "revoked"] = "revoked" if t.revoked_at is not None else \
         "expired" if t.expires_at is not None and t.expires_at <= now else "active"
     return TokenInfo(id=t.id, tenant=t.tenant, label=t.label, created_at=t.created_at, expires_at=t.expires_at,
                      revoked_at=t.revoked_at, state=state)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from asyncio import wrap_future
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -32,10 +34,12 @@ def job_dict(row: JobRow) -> dict:
 
 
 def job_out(row: JobRow) -> JobOut:
+    """A job as the API's model, for routes that return `JobOut` itself."""
     return JobOut(**job_dict(row))
 
 
-def _own_job(request: Request, who: Principal, job_id: int) -> JobRow:
+def own_job(request: Request, who: Principal, job_id: int) -> JobRow:
+    """The job, if the caller may see it (another tenant's is a 404, as a missing one is)."""
     with request.app.state.service.sessions() as s:
         row = s.get(JobRow, job_id)
     if row is None or (not who.admin and row.tenant != who.tenant):
@@ -43,12 +47,17 @@ def _own_job(request: Request, who: Principal, job_id: int) -> JobRow:
     return row
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses={422: {"description": "Invalid or unsatisfiable spec"}})
-async def submit(spec: JobSpec, request: Request, who: Caller) -> JSONResponse:
+def submission(spec: JobSpec, who: Principal) -> tuple[str, dict[str, Any]]:
+    """Whose job a spec is and the body the controller keeps: a tenant submits only for itself."""
     if not who.admin and spec.tenant not in (None, who.tenant):
         raise HTTPException(403, f"a tenant token submits only for its own tenant ({who.tenant})")
     tenant = spec.tenant or who.tenant or DEFAULT_TENANT  # the admin submits for a tenant, or the default one
-    body = spec.model_dump(exclude={"tenant"}, mode="json")
+    return tenant, spec.model_dump(exclude={"tenant"}, mode="json")
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut, responses={422: {"description": "Invalid or unsatisfiable spec"}})
+async def submit(spec: JobSpec, request: Request, who: Caller) -> JSONResponse:
+    tenant, body = submission(spec, who)
     row = await wrap_future(request.app.state.service.controller.submit(tenant, body))
     # The hot path: answer in JobOut's shape without building and validating a model.
     return JSONResponse(job_dict(row), status_code=201)
@@ -76,12 +85,13 @@ def list_jobs(request: Request, who: Caller,
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"description": "No such job"}})
 def get_job(job_id: JobId, request: Request, who: Caller) -> JobOut:
-    return job_out(_own_job(request, who, job_id))
+    return job_out(own_job(request, who, job_id))
 
 
 @router.delete("/jobs/{job_id}", response_model=JobOut, responses={404: {"description": "No such job"}})
 async def cancel(job_id: JobId, request: Request, who: Caller) -> JobOut:
-    _own_job(request, who, job_id)
+    """Cancel a job: the controller looks it up and refuses another tenant's (404), so this route
+    reads nothing itself and only awaits that one turn."""
     try:
         row = await wrap_future(request.app.state.service.controller.cancel(job_id, who.tenant))
     except NotFound as e:
@@ -90,11 +100,29 @@ async def cancel(job_id: JobId, request: Request, who: Caller) -> JobOut:
 
 
 @router.get("/jobs/{job_id}/events", response_model=list[EventOut], responses={404: {"description": "No such job"}})
-def events(job_id: JobId, request: Request, who: Caller) -> list[EventOut]:
-    _own_job(request, who, job_id)
+def events(job_id: JobId, request: Request, who: Caller,
+           limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+           after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="Only events with a higher id.")] = None,
+           ) -> list[EventOut]:
+    """A job's events, oldest first, a page at a time (`after` the last id seen)."""
+    own_job(request, who, job_id)
+    q = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id).limit(limit)
+    if after is not None:
+        q = q.where(JobEvent.id > after)
     with request.app.state.service.sessions() as s:
-        rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
-        return [EventOut(at=e.at, kind=e.kind, message=e.message) for e in rows]
+        return [event_out(e) for e in s.scalars(q)]
+
+
+def latest_events(request: Request, job_id: int, limit: int) -> list[EventOut]:
+    """A job's newest `limit` events, oldest first (its page shows those)."""
+    q = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc()).limit(limit)
+    with request.app.state.service.sessions() as s:
+        return [event_out(e) for e in reversed(list(s.scalars(q)))]
+
+
+def event_out(e: JobEvent) -> EventOut:
+    """An event as the API shows it, with the id to ask for the next ones `after`."""
+    return EventOut(id=e.id, at=e.at, kind=e.kind, message=e.message)
 
 
 @router.get("/jobs/{job_id}/logs", response_model=LogsOut, responses={404: {"description": "No such job"}})
@@ -103,33 +131,61 @@ def logs(job_id: JobId, request: Request, who: Caller,
          stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout",
          offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
          limit: Annotated[int, Query(ge=1, le=MAX_LOG_CHUNK)] = MAX_LOG_CHUNK) -> LogsOut:
-    row = _own_job(request, who, job_id)
+    return log_chunk(request, own_job(request, who, job_id), rank, stream, offset, limit)
+
+
+def log_chunk(request: Request, row: JobRow, rank: int, stream: str, offset: int, limit: int) -> LogsOut:
+    """A chunk of a job's log, for a job already looked up and allowed."""
     try:
-        data = read_file(request.app.state.service.backend.log_path(job_id, rank, stream), offset, limit)
+        data = read_file(request.app.state.service.backend.log_path(row.id, rank, stream), offset, limit)
     except OSError:  # not a log the backend wrote (see read_file): nothing to show
         data = b""
     text, used = _decode(data)
-    return LogsOut(job_id=job_id, rank=rank, stream=stream, offset=offset, next_offset=offset + used, text=text,
+    return LogsOut(job_id=row.id, rank=rank, stream=stream, offset=offset, next_offset=offset + used, text=text,
                    done=row.state not in ("PENDING", "RUNNING"))
 
 
-WHY_DEPTH = 200  # queued jobs whose reason for waiting is worked out (each costs a placement)
+QUEUE_PAGE = 200  # queued jobs a page of /v1/queue holds by default: each is told why it waits
 
 
 @router.get("/queue", response_model=list[QueueEntry])
-async def queue(request: Request, who: Caller) -> list[QueueEntry]:
+async def queue(request: Request, who: Caller,
+                limit: Annotated[int, Query(ge=1, le=1000)] = QUEUE_PAGE,
+                offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Skip this many of the caller's queued "
+                                                                              "jobs.")] = 0) -> list[QueueEntry]:
+    """The caller's queued jobs in the order they will run, each with its place in the whole queue
+    and why it waits; a page at a time."""
     service = request.app.state.service
+    entries, _ = await wrap_future(service.controller.view(queue_reader(who, limit, offset)))
+    return queue_entries(entries, service.controller.clock())
 
-    def read(sched) -> list[tuple]:  # noqa: ANN001 - the scheduler, read in the loop's thread
-        return [(rec.job.id, rec.job.tenant, rec.job.name, rec.job.priority.value, rec.job.gpus, rec.job.submit_s,
-                 sched.why_waiting(rec.job.id) if i < WHY_DEPTH else "")
-                for i, rec in enumerate(sched.queue.order(sched.usage))]
 
-    waiting = await wrap_future(service.controller.view(read))
-    now = service.controller.clock()
-    return [QueueEntry(position=i + 1, id=int(jid), tenant=t, name=name, priority=p, gpus=g, waiting_s=max(now - sub, 0),
-                       reason=why)
-            for i, (jid, t, name, p, g, sub, why) in enumerate(waiting) if who.admin or t == who.tenant]
+QueuePage = tuple[list[tuple], int | None]  # the page's jobs as queue_entries takes them; how many are queued
+
+
+def queue_reader(who: Principal, limit: int, offset: int = 0, *, count: bool = False) -> Callable[[Any], QueuePage]:
+    """What to read of the scheduler for a page of the queue, in one controller turn: the page's
+    jobs (only theirs are asked why they wait, each a placement until the cluster changes) and,
+    with `count`, how many the caller has queued."""
+
+    def read(sched: Any) -> QueuePage:
+        order = enumerate(sched.queue.order(sched.usage))
+        mine = order if who.admin else ((i, rec) for i, rec in order if rec.job.tenant == who.tenant)
+        upto = list(itertools.islice(mine, offset + limit))
+        page = [(i, rec.job.id, rec.job.tenant, rec.job.name, rec.job.priority.value, rec.job.gpus, rec.job.submit_s,
+                 sched.why_waiting(rec.job.id)) for i, rec in upto[offset:]]
+        total = None
+        if count:
+            total = len(sched.queue) if who.admin else len(upto) + sum(1 for _ in mine)
+        return page, total
+
+    return read
+
+
+def queue_entries(page: list[tuple], now: float) -> list[QueueEntry]:
+    """A page read by `queue_reader`, as the API answers it (built outside the controller's turn)."""
+    return [QueueEntry(position=i + 1, id=int(jid), tenant=t, name=name, priority=p, gpus=g,
+                       waiting_s=max(now - sub, 0), reason=why) for i, jid, t, name, p, g, sub, why in page]
 
 
 def _decode(data: bytes) -> tuple[str, int]:

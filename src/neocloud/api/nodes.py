@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from asyncio import wrap_future
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from neocloud.api.auth import Principal, admin, caller
 from neocloud.api.schemas import (
+    MAX_ID,
     NodeAction,
     NodeDetail,
     NodeMove,
@@ -19,6 +21,7 @@ from neocloud.api.schemas import (
     SignalOut,
     SignalResult,
 )
+from neocloud.api.views import view
 from neocloud.control.controller import NotFound
 from neocloud.model.health import RULES
 from neocloud.model.lifecycle import Stage
@@ -30,35 +33,49 @@ NodeName = Annotated[str, Path(max_length=255)]
 Caller = Annotated[Principal, Depends(caller)]
 Admin = Annotated[Principal, Depends(admin)]
 HISTORY = 100  # moves and signals shown per node
+MAX_NODES = 20_000  # nodes one page of /v1/nodes holds: a 160,000-GPU fleet of 8-GPU nodes
 
 
-async def _nodes(request: Request, who: Principal, only: str | None = None) -> list[NodeOut]:
+def node_list(request: Request, who: Principal, only: str | None = None, limit: int | None = None,
+              offset: int = 0) -> list[dict[str, Any]]:
+    """Nodes as the caller may see them (a tenant does not see whose jobs run where), in NodeOut's
+    shape: plain dicts, as a fleet's worth of models would cost more than the rest of the answer.
+    From a worker thread: the controller's turn only copies its state; the answer is built here."""
     service = request.app.state.service
-    fleet = service.fleet
-    chosen = [n for n in fleet.nodes if only is None or n.name == only]
+    nodes = service.fleet.nodes
+    if only is not None:
+        index = service.controller.node_ids.get(only)
+        chosen = [] if index is None else [nodes[index]]
+    else:
+        chosen = nodes[offset: None if limit is None else offset + limit]
     if not chosen:
-        raise NotFound(f"no node {only!r}")
+        if only is not None:
+            raise NotFound(f"no node {only!r}")
+        return []
+    ids = [n.id for n in chosen]
 
-    def read(sched) -> list[tuple]:  # noqa: ANN001 - the scheduler, read in the loop's thread
-        on_node: dict[int, list[int]] = {}
-        for job_id, alloc in sched.state.allocations.items():
-            for n in alloc.nodes:
-                on_node.setdefault(n, []).append(int(job_id))
-        left = sched.state.gpu_left
-        keeper = service.controller.nodes
-        return [(int((left[n.id, : n.gpus] == FULL).sum()), on_node.get(n.id, []), keeper.stage[n.name],
-                 n.name in keeper.spare, keeper.reason[n.name]) for n in chosen]
+    def read(sched: Any) -> tuple:
+        state, keeper = sched.state, service.controller.nodes
+        free = (state.gpu_left[ids] == FULL).sum(axis=1)
+        on_node = state.on_node
+        jobs = [list(on_node[i]) for i in ids]
+        if only is not None:
+            return free, jobs, {only: keeper.stage[only]}, {only} & keeper.spare, {only: keeper.reason[only]}
+        return free, jobs, dict(keeper.stage), set(keeper.spare), dict(keeper.reason)
 
-    usage = await wrap_future(service.controller.view(read))
+    free, on, stage, spare, reason = view(request, read)
+    fleet = service.fleet
     out = []
-    for node, (free, jobs, stage, spare, reason) in zip(chosen, usage):
+    for node, gpus_free, jobs in zip(chosen, free.tolist(), on, strict=True):
         leaf = fleet.leaves[node.leaf]
         fabric = fleet.fabrics[leaf.fabric]
-        out.append(NodeOut(name=node.name, gpu_type=node.gpu.name if node.gpu else None, gpus=node.gpus,
-                           gpus_free=free, leaf=leaf.name, fabric=fabric.name, site=fabric.site,
-                           state=_state(free, jobs, stage, spare), stage=stage.value, spare=spare,
-                           nvlink_domain=node.nvlink_domain, reason=reason,
-                           jobs=sorted(jobs) if (who.admin or not jobs) else []))
+        where = stage[node.name]
+        held = node.name in spare
+        out.append({"name": node.name, "gpu_type": node.gpu.name if node.gpu else None, "gpus": node.gpus,
+                    "gpus_free": gpus_free, "leaf": leaf.name, "fabric": fabric.name, "site": fabric.site,
+                    "state": _state(gpus_free, jobs, where, held), "stage": where.value, "spare": held,
+                    "nvlink_domain": node.nvlink_domain, "reason": reason[node.name],
+                    "jobs": sorted(int(j) for j in jobs) if who.admin else []})
     return out
 
 
@@ -79,14 +96,18 @@ def _state(free: int, jobs: list[int], stage: Stage, spare: bool) -> str:
 
 
 @router.get("", response_model=list[NodeOut])
-async def list_nodes(request: Request, who: Caller) -> list[NodeOut]:
-    return await _nodes(request, who)
+def list_nodes(request: Request, who: Caller,
+               limit: Annotated[int, Query(ge=1, le=MAX_NODES)] = MAX_NODES,
+               offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> JSONResponse:
+    """The fleet's nodes in its order, a page at a time: what each has free, its state and stage.
+    Encoded here, in the worker thread, so the event loop only sends the bytes."""
+    return JSONResponse(node_list(request, who, limit=limit, offset=offset))
 
 
 @router.get("/{name}", response_model=NodeDetail, responses={404: {"description": "No such node"}})
-async def get_node(name: NodeName, request: Request, who: Caller) -> NodeDetail:
+def get_node(name: NodeName, request: Request, who: Caller) -> NodeDetail:
     """One node, with its lifecycle history and the health signals about it (newest first)."""
-    node = (await _nodes(request, who, name))[0]
+    node = node_list(request, who, name)[0]
     with request.app.state.service.sessions() as s:
         moves = s.scalars(select(NodeEvent).where(NodeEvent.node == name).order_by(NodeEvent.id.desc()).limit(HISTORY))
         history = [NodeMoveOut(at=m.at, from_stage=m.from_stage, to_stage=m.to_stage, reason=m.reason) for m in moves]
@@ -94,7 +115,7 @@ async def get_node(name: NodeName, request: Request, who: Caller) -> NodeDetail:
                              action=h.action)
                    for h in s.scalars(select(HealthSignal).where(HealthSignal.node == name)
                                       .order_by(HealthSignal.id.desc()).limit(HISTORY))]
-    return NodeDetail(**node.model_dump(), history=history, signals=signals)
+    return NodeDetail(**node, history=history, signals=signals)
 
 
 @router.post("/{name}/signals", response_model=SignalResult, status_code=201,

@@ -250,6 +250,7 @@ class TenantGoodput(BaseModel):
 
 
 class EventOut(BaseModel):
+    id: int = Field(description="Ask for the events `after` it to follow a job's events.")
     at: float
     kind: str
     message: str

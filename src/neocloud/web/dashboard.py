@@ -9,14 +9,13 @@ the same host, which is the same site."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hmac
 import json
 import re
 import threading
-from asyncio import wrap_future
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -24,16 +23,17 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Float, Select, case, func, literal, select, union_all
 
-from neocloud.api import billing, goodput, jobs, nodes
+from neocloud.api import billing, goodput, jobs, nodes, views
 from neocloud.api.auth import Principal, check_rate, holder, note_failure, principal_of_digest
 from neocloud.api.schemas import MAX_ID, JobSpec
 from neocloud.backends.base import file_size
 from neocloud.control.controller import digest
 from neocloud.errors import NeocloudError
 from neocloud.fleet.loader import parse_yaml
-from neocloud.store.tables import UsageRow
+from neocloud.model.billing import backlog, month
+from neocloud.store.tables import JobRow, UsageRow
 from neocloud.web import templates
 from neocloud.web.capacity import chart_data
 from neocloud.web.sessions import Session, Sessions
@@ -178,7 +178,7 @@ def cross_origin(request: Request, *, strict: bool = False) -> str | None:
     theirs = _origin(sent)
     if theirs is not None and theirs == _origin(own):
         return None
-    shown = sent if theirs is None else "%s://%s:%d" % theirs
+    shown = sent if theirs is None else "{}://{}:{}".format(*theirs)
     return f"this request came from {shown[:200]!r} ({header}), not from this dashboard ({own[:200]}): refused"
 
 
@@ -198,7 +198,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=[Depends(
 
 
 def _page(request: Request, template: str, who: Principal | None, status: int = 200,
-          headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+          headers: Mapping[str, str] | None = None, **context: Any) -> HTMLResponse:
     html = templates.get_template(template).render(who=who, path=request.url.path,
                                                    csrf=getattr(request.state, "dashboard_csrf", "") if who else "",
                                                    **context)
@@ -301,19 +301,21 @@ def home() -> Response:
 
 
 # -- fleet ------------------------------------------------------------------------------------------
+# Pages are plain `def` routes: they run in the server's threadpool, where reading the store,
+# waiting on the controller (`views.view`) and rendering a large page block no other request.
 @router.get("/fleet", response_class=HTMLResponse)
-async def fleet(request: Request) -> HTMLResponse:
+def fleet(request: Request) -> HTMLResponse:
     who = _who(request)
     service = request.app.state.service
-    all_nodes = await nodes.list_nodes(request, who)
+    all_nodes = nodes.node_list(request, who)
     layout: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for n in all_nodes:
-        layout[f"{n.site} / {n.fabric}"][n.leaf].append(n)
-    states = Counter(n.state for n in all_nodes)
+        layout[f"{n['site']} / {n['fabric']}"][n["leaf"]].append(n)
+    states = Counter(n["state"] for n in all_nodes)
     by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for n in all_nodes:
-        by_type[n.gpu_type or "none"][0] += n.gpus
-        by_type[n.gpu_type or "none"][1] += n.gpus_free
+        by_type[n["gpu_type"] or "none"][0] += n["gpus"]
+        by_type[n["gpu_type"] or "none"][1] += n["gpus_free"]
     fl = service.fleet
     kw: dict[str, float] = defaultdict(float)
     for n in fl.nodes:
@@ -325,45 +327,54 @@ async def fleet(request: Request) -> HTMLResponse:
 
 
 @router.get("/nodes/{name}", response_class=HTMLResponse)
-async def node(name: str, request: Request) -> HTMLResponse:
+def node(name: str, request: Request) -> HTMLResponse:
     who = _who(request)
     if name not in request.app.state.service.controller.node_ids:
         return _missing(request, who, f"no node {name[:255]!r}")
     try:
-        detail = await nodes.get_node(name, request, who)
+        detail = nodes.get_node(name, request, who)
     except (NeocloudError, HTTPException):
         return _missing(request, who, f"no node {name!r}")
     return _page(request, "node.html", who, node=detail)
 
 
 # -- work -------------------------------------------------------------------------------------------
-async def _work(request: Request, who: Principal) -> dict[str, Any]:
-    queue = await jobs.queue(request, who)
-    running = jobs.list_jobs(request, who, state="RUNNING", limit=500)
-    recent = jobs.list_jobs(request, who, limit=50)
-    return {"queue": queue, "running": running, "recent": recent}
+QUEUE_SHOWN = 50  # queued jobs the jobs page lists (and asks why they wait), every time it refreshes
+RUNNING_SHOWN = 500
+RECENT_SHOWN = 50
+EVENTS_SHOWN = 200  # a job's newest events its page shows
+
+
+def _work(request: Request, who: Principal) -> dict[str, Any]:
+    """The jobs page's tables: the head of the queue in one controller turn, then two statements."""
+    page, total = views.view(request, jobs.queue_reader(who, QUEUE_SHOWN, count=True))
+    queue = jobs.queue_entries(page, request.app.state.service.controller.clock())
+    running = jobs.list_jobs(request, who, state="RUNNING", limit=RUNNING_SHOWN + 1)
+    recent = jobs.list_jobs(request, who, limit=RECENT_SHOWN)
+    return {"queue": queue, "queued": total, "running": running[:RUNNING_SHOWN],
+            "more_running": len(running) > RUNNING_SHOWN, "recent": recent}
 
 
 @router.get("/jobs", response_class=HTMLResponse)
-async def work(request: Request, fragment: bool = False) -> HTMLResponse:
+def work(request: Request, fragment: bool = False) -> HTMLResponse:
     who = _who(request)
-    context = await _work(request, who)
+    context = _work(request, who)
     if fragment:
         return _page(request, "jobs_tables.html", who, **context)
     return _page(request, "jobs.html", who, sample=SAMPLE, error="", spec=SAMPLE, **context)
 
 
 @router.post("/jobs")
-async def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)],
-                 csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)],
+           csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     who = _who(request, csrf)
     try:
-        parsed = JobSpec.model_validate(await asyncio.to_thread(_yaml, spec) or {})  # off the event loop
-        created = await jobs.submit(parsed, request, who)
+        tenant, body = jobs.submission(JobSpec.model_validate(_yaml(spec) or {}), who)
+        row = views.wait(request.app.state.service.controller.submit(tenant, body))
     except (ValidationError, HTTPException, NeocloudError) as e:  # parse_yaml's errors are NeocloudErrors
         return _page(request, "jobs.html", who, status=422, sample=SAMPLE, error=_message(e), spec=_shown(spec),
-                     **await _work(request, who))
-    return RedirectResponse(f"/ui/jobs/{json.loads(created.body)['id']}", status_code=303)
+                     **_work(request, who))
+    return RedirectResponse(f"/ui/jobs/{row.id}", status_code=303)
 
 
 def _yaml(text: str) -> Any:
@@ -418,7 +429,7 @@ def _job(raw_id: str, request: Request, template: str) -> HTMLResponse:
     if job_id is None:
         return _missing(request, who, f"no job {raw_id[:40]!r}")
     try:
-        row = jobs.get_job(job_id, request, who)
+        row = jobs.own_job(request, who, job_id)
     except HTTPException:
         return _missing(request, who, f"no job {job_id}")
     log = ""
@@ -427,18 +438,19 @@ def _job(raw_id: str, request: Request, template: str) -> HTMLResponse:
             size = file_size(request.app.state.service.backend.log_path(job_id, 0, "stdout"))
         except OSError:  # not a log the backend wrote: nothing to show
             size = 0
-        log = jobs.logs(job_id, request, who, offset=max(size - LOG_TAIL, 0), limit=LOG_TAIL).text
-    return _page(request, template, who, job=row, events=jobs.events(job_id, request, who), log=log)
+        log = jobs.log_chunk(request, row, 0, "stdout", max(size - LOG_TAIL, 0), LOG_TAIL).text
+    events = jobs.latest_events(request, job_id, EVENTS_SHOWN)
+    return _page(request, template, who, job=jobs.job_out(row), events=events, log=log)
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel(job_id: str, request: Request, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+def cancel(job_id: str, request: Request, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     who = _who(request, csrf)
     number = _id(job_id)
     if number is None:
         return _missing(request, who, f"no job {job_id[:40]!r}")
     try:
-        await jobs.cancel(number, request, who)
+        views.wait(request.app.state.service.controller.cancel(number, who.tenant))
     except (HTTPException, NeocloudError):
         return _missing(request, who, f"no job {number}")
     return RedirectResponse(f"/ui/jobs/{number}", status_code=303)
@@ -449,7 +461,7 @@ BUCKETS = 60
 
 
 @router.get("/performance", response_class=HTMLResponse)
-async def performance(request: Request, hours: Annotated[float, Query(allow_inf_nan=False)] = 6.0) -> HTMLResponse:
+def performance(request: Request, hours: Annotated[float, Query(allow_inf_nan=False)] = 6.0) -> HTMLResponse:
     """GPUs allocated over time (from the metered attempts and the running jobs), goodput by tenant,
     fragmentation and decisions now."""
     who = _who(request)
@@ -458,22 +470,13 @@ async def performance(request: Request, hours: Annotated[float, Query(allow_inf_
     hours = max(min(hours, 24 * 31), 0.1)
     t0 = now - hours * 3600
     step = (now - t0) / BUCKETS
-    allocated = [0.0] * BUCKETS
     with service.sessions() as s:
-        q = select(UsageRow.gpus, UsageRow.start_at, UsageRow.end_at).where(UsageRow.end_at > t0)
-        if not who.admin:
-            q = q.where(UsageRow.tenant == who.tenant)
-        spans = list(s.execute(q))
-    spans += [(j.gpus, j.started_at, now) for j in jobs.list_jobs(request, who, state="RUNNING", limit=1000)
-              if j.started_at is not None]
-    for gpus, start, end in spans:  # GPU-seconds in each bucket, then the average GPUs held
-        for i in range(max(int((start - t0) // step), 0), min(int((end - t0) // step) + 1, BUCKETS)):
-            lo = t0 + i * step
-            allocated[i] += gpus * max(min(end, lo + step) - max(start, lo), 0.0) / step
-    all_nodes = await nodes.list_nodes(request, who)
-    total = sum(n.gpus for n in all_nodes) or 1
-    free = sum(n.gpus_free for n in all_nodes)
-    stranded = sum(n.gpus_free for n in all_nodes if 0 < n.gpus_free < n.gpus and n.state in ("MIXED", "IDLE"))
+        allocated = _spread(s.execute(_allocated(who, t0, now, step)).all(), step)
+    all_nodes = nodes.node_list(request, who)
+    total = sum(n["gpus"] for n in all_nodes) or 1
+    free = sum(n["gpus_free"] for n in all_nodes)
+    stranded = sum(n["gpus_free"] for n in all_nodes
+                   if 0 < n["gpus_free"] < n["gpus"] and n["state"] in ("MIXED", "IDLE"))
     series = {"t": [t0 + (i + 1) * step for i in range(BUCKETS)], "allocated": allocated, "total": total}
     return _page(request, "performance.html", who, series=_json(series), hours=hours,
                  per_tenant=goodput.tenant_goodput(request, who, None), total=total, free=free,
@@ -481,28 +484,61 @@ async def performance(request: Request, hours: Annotated[float, Query(allow_inf_
                  uptime=max(now - service.controller.started_at, 1e-9))
 
 
-async def _guarantees(request: Request, who: Principal) -> list[dict[str, Any]]:
-    now = await wrap_future(request.app.state.service.controller.view(lambda sched: sched.guarantees()))
+def _allocated(who: Principal, t0: float, now: float, step: float) -> Select:
+    """The metered attempts and the running jobs held within [t0, now), grouped by the buckets their
+    start and end fall in: GPUs, and GPU-seconds from t0 to their starts and to their ends. One
+    statement, at most BUCKETS**2 / 2 rows however many attempts there are."""
+    spans = [select(UsageRow.gpus.label("gpus"), UsageRow.start_at.label("a"), UsageRow.end_at.label("b"))
+             .where(UsageRow.end_at > t0, UsageRow.start_at < now),
+             select(JobRow.gpus, JobRow.started_at, literal(now, Float)).where(JobRow.state == "RUNNING",
+                                                                                JobRow.started_at < now)]
+    if not who.admin:
+        spans = [spans[0].where(UsageRow.tenant == who.tenant), spans[1].where(JobRow.tenant == who.tenant)]
+    held = union_all(*spans).subquery()
+    a = case((held.c.a > t0, held.c.a - t0), else_=0.0)  # from t0, so that sums keep their precision
+    b = case((held.c.b < now, held.c.b - t0), else_=now - t0)
+    first, last = goodput.Floor(a / step), goodput.Floor(b / step)
+    return select(first, last, func.sum(held.c.gpus), func.sum(held.c.gpus * a), func.sum(held.c.gpus * b)) \
+        .where(b > a).group_by(first, last)
+
+
+def _spread(groups: Sequence[Any], step: float) -> list[float]:
+    """The average GPUs held in each bucket, from `_allocated`'s groups: a group's GPUs hold every
+    bucket between its first and last whole, and those two in part."""
+    held = [0.0] * BUCKETS
+    for first, last, gpus, gpu_s_to_start, gpu_s_to_end in groups:
+        i, j = min(int(first), BUCKETS - 1), min(int(last), BUCKETS - 1)
+        if i == j:
+            held[i] += gpu_s_to_end - gpu_s_to_start
+            continue
+        held[i] += gpus * (i + 1) * step - gpu_s_to_start
+        held[j] += gpu_s_to_end - gpus * j * step
+        for k in range(i + 1, j):
+            held[k] += gpus * step
+    return [max(x, 0.0) / step for x in held]
+
+
+def _guarantees(request: Request, who: Principal) -> list[dict[str, Any]]:
+    now = views.view(request, lambda sched: sched.guarantees())
     return [{"tenant": t, **g} for t, g in now.items() if who.admin or t == who.tenant]
 
 
 @router.get("/business", response_class=HTMLResponse)
-async def business(request: Request) -> HTMLResponse:
+def business(request: Request) -> HTMLResponse:
+    """Contracts, guarantees, this month's invoices so far and the backlog: one controller turn and
+    five statements, however many tenants there are."""
     who = _who(request)
-    guarantees = await _guarantees(request, who)
-    contracts = billing.list_contracts(request, who)
-    month = dt.datetime.fromtimestamp(request.app.state.service.controller.clock(), dt.UTC).strftime("%Y-%m")
-    tenants = sorted({c.tenant for c in contracts}) if who.admin else [who.tenant]
-    invoices = []
-    for tenant in tenants:
-        try:
-            invoices.append(billing.get_invoice(tenant, request, who, month_=month, format="json"))
-        except (HTTPException, NeocloudError) as e:  # e.g. usage with no price set: say so, in its place
-            invoices.append({"tenant": tenant, "error": e.detail if isinstance(e, HTTPException) else str(e)})
-    backlog = billing.get_backlog(request, who) if who.admin else None
-    return _page(request, "business.html", who, contracts=contracts, guarantees=guarantees, invoices=invoices,
-                 backlog=backlog,
-                 backlog_json=_json(backlog or {}), month=month)
+    guarantees = _guarantees(request, who)
+    now = request.app.state.service.controller.clock()
+    this_month = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m")
+    t0, t1 = month(this_month)
+    books = billing.Books.read(request, None if who.admin else who.tenant, t0, t1)
+    contracts = [billing.contract_out(r) for r in books.contracts if r.valid_to is None]
+    tenants = sorted({c.tenant for c in contracts}) if who.tenant is None else [who.tenant]
+    backlog_now = backlog(books.all_contracts(), now) if who.admin else None
+    return _page(request, "business.html", who, contracts=contracts, guarantees=guarantees,
+                 invoices=books.invoices(tenants, t0, t1), backlog=backlog_now, backlog_json=_json(backlog_now or {}),
+                 month=this_month)
 
 
 @router.get("/capacity", response_class=HTMLResponse)
