@@ -53,3 +53,15 @@ def test_the_engine_s_drains_are_followed_both_ways(policy: HealthPolicy) -> Non
     moved = policy.follow_engine({})
     assert [(m.node, m.to) for m in moved.moves] == [("rack-n4", Stage.PRODUCTION)]  # not the operator's
     assert policy.stage["rack-n5"] == Stage.CORDONED
+
+
+def test_a_node_moved_since_the_engine_was_asked_is_left_as_it_is(policy: HealthPolicy) -> None:
+    # The operator uncordoned rack-n6 after the engine was asked; the engine still reports the old
+    # cordon (it has not heard yet): that is no drain of the engine's own.
+    policy.move("rack-n6", Stage.CORDONED, "the operator's")
+    policy.move("rack-n6", Stage.PRODUCTION, "uncordoned")
+    assert not policy.follow_engine({"rack-n6": "the operator's"}, unsure={"rack-n6"})
+    assert policy.stage["rack-n6"] == Stage.PRODUCTION
+    policy.follow_engine({"rack-n4": "Kill task failed"})
+    assert not policy.follow_engine({}, unsure={"rack-n4"})  # nor is an answer that may predate its cordon
+    assert policy.stage["rack-n4"] == Stage.CORDONED

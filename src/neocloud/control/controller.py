@@ -268,8 +268,8 @@ class Controller(Commands):
                 else:
                     self.jobs.launch_failed(s, row, why, now)
             self.jobs.retry_due(now)
-            if (drained := self.watcher.take_drained()) is not None:
-                self.failures.carry(s, self.nodes.follow_engine(s, drained, now), now, tell_engine=False)
+            if (answer := self.watcher.take_drained()) is not None:
+                self.failures.carry(s, self.nodes.follow_engine(s, *answer, now), now, tell_engine=False)
             if now - self._synced_at >= SYNC_S:
                 self._synced_at = now
                 self.set_quotas(now)

@@ -29,6 +29,7 @@ class Nodes:
         self.fleet, self.state, self.metrics = fleet, state, metrics
         self.ids = self.policy.ids
         self.stage, self.reason, self.spare = self.policy.stage, self.policy.reason, self.policy.spare
+        self.moved_at: dict[str, float] = {}  # node -> when it last moved here, since the engine was asked
 
     def jobs_on(self, name: str) -> list[int]:
         return [int(j) for j in self.policy.jobs_on(name)]
@@ -56,8 +57,10 @@ class Nodes:
         self.metrics.signals.labels(kind=signal["kind"], action=rule.action.value).inc()
         return rule, self.keep(s, moved, now)
 
-    def follow_engine(self, s: Session, drained: dict[str, str], now: float) -> Moved:
-        return self.keep(s, self.policy.follow_engine(drained), now)
+    def follow_engine(self, s: Session, drained: dict[str, str], asked_at: float, now: float) -> Moved:
+        """Follow the engine's answer, asked at `asked_at`, except for nodes moved here since."""
+        self.moved_at = {n: at for n, at in self.moved_at.items() if at >= asked_at}  # later answers are later
+        return self.keep(s, self.policy.follow_engine(drained, self.moved_at.keys()), now)
 
     def keep(self, s: Session, moved: Moved, now: float) -> Moved:
         """Write the moves and spare marks decided (and count them)."""
@@ -73,6 +76,7 @@ class Nodes:
             row = rows[m.node]
             row.stage, row.reason, row.updated_at = m.to.value, m.reason, now
             s.add(NodeEvent(node=m.node, at=now, from_stage=m.frm.value, to_stage=m.to.value, reason=m.reason))
+            self.moved_at[m.node] = now
             self.metrics.node_moves.labels(from_stage=m.frm.value, to_stage=m.to.value).inc()
             self.checks.moved(m.node, m.to, now)
         for name, spare in moved.spares.items():

@@ -29,7 +29,7 @@ class Watcher:
         self.backend, self.degraded, self.clock = backend, degraded, clock
         self.poll_s, self.sync_s, self.timeout_s = poll_s, sync_s, timeout_s
         self.exits: queue.SimpleQueue[Exit] = queue.SimpleQueue()
-        self._drained: dict[str, str] | None = None  # the engine's latest answer, not yet taken
+        self._drained: tuple[dict[str, str], float] | None = None  # the engine's latest answer, when asked
         self._lock = threading.Lock()
         self._halt = threading.Event()
         self._calling: tuple[str, float] | None = None  # the call in flight, and since when
@@ -54,8 +54,8 @@ class Watcher:
             except queue.Empty:
                 return out
 
-    def take_drained(self) -> dict[str, str] | None:
-        """The engine's drained nodes, once per answer (None: nothing new since the last take)."""
+    def take_drained(self) -> tuple[dict[str, str], float] | None:
+        """The engine's drained nodes and when it was asked, once per answer (None: nothing new)."""
         with self._lock:
             drained, self._drained = self._drained, None
         return drained
@@ -75,10 +75,11 @@ class Watcher:
                 for ended in self._call("poll", self.backend.poll):
                     self.exits.put(ended)
                 if self.clock() - synced_at >= self.sync_s:
+                    asked_at = self.clock()
                     drained = self._call("drained", self.backend.drained)
                     synced_at = self.clock()
                     with self._lock:
-                        self._drained = drained
+                        self._drained = (drained, asked_at)
             except Exception as e:  # noqa: BLE001 - whatever the backend raised, it is retried
                 if failures == 0:
                     log.warning("the %s backend failed: %s: %s", self.backend.name, type(e).__name__, e)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,13 +135,15 @@ class HealthPolicy:
                 self.move(name, to, why, moved)
         return rule, moved
 
-    def follow_engine(self, drained: Mapping[str, str]) -> Moved:
-        """A node the engine drained is cordoned here; when the engine resumes it, so is it here."""
+    def follow_engine(self, drained: Mapping[str, str], unsure: AbstractSet[str] = frozenset()) -> Moved:
+        """A node the engine drained is cordoned here; when the engine resumes it, so is it here.
+        `unsure`: nodes moved here since the engine was asked (it may not have heard yet, and
+        reports neocloud's own cordon or uncordon as it was): left as they are."""
         moved = Moved()
         for name, why in drained.items():
-            if self.stage.get(name) == Stage.PRODUCTION:
+            if name not in unsure and self.stage.get(name) == Stage.PRODUCTION:
                 self.move(name, Stage.CORDONED, ENGINE + why, moved)
-        for name in sorted(self._engine - drained.keys()):
+        for name in sorted(self._engine - drained.keys() - unsure):
             self.move(name, Stage.PRODUCTION, "the engine resumed it", moved)
         return moved
 
