@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -9,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from neocloud.backends import ray as ray_backend
+from neocloud.backends.base import Exit, Task
+from neocloud.backends.ray import POLL_S, RayBackend
 from neocloud.client import ApiError
+from neocloud.errors import NeocloudError
 from tests.api.conftest import Server, serving, wait_for
 from tests.backends.ray_cluster import GPUS, RayCluster, available
 
@@ -37,9 +43,8 @@ def server(tmp_path: Path, cluster: RayCluster) -> Iterator[Server]:
 
 
 def _ray_ids(cluster: RayCluster) -> dict[str, str]:
-    """Ray node id by the name neocloud gives the node (the host, plus the id where hosts repeat)."""
-    nodes = cluster.alive_nodes()
-    return {f"{n['node_name']}-{n['node_id'][:8]}": n["node_id"] for n in nodes}
+    """Ray node id by the name neocloud gives the node: Ray's node name (unique in this cluster)."""
+    return {n["node_name"]: n["node_id"] for n in cluster.alive_nodes()}
 
 
 def _placement_group(cluster: RayCluster, name: str) -> dict | None:
@@ -55,7 +60,7 @@ def _ray_name(server: Server, job_id: int) -> str:
 
 
 def _running(marker: str) -> bool:
-    return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+    return subprocess.run(["pgrep", "-f", marker], check=False, capture_output=True).returncode == 0
 
 
 def test_the_cluster_is_the_fleet(server: Server, cluster: RayCluster) -> None:
@@ -107,15 +112,14 @@ def test_a_failing_rank_fails_the_gang_with_its_status(server: Server) -> None:
 
 def test_a_restart_mid_job_loses_nothing(server: Server) -> None:
     c = server.client()
-    job = c.submit({"name": "survivor", "gpus": 1, "command": "sleep 5; echo finished"})
-    wait_for(lambda: c.job(job["id"])["state"] == "RUNNING")
-    time.sleep(1)
+    job = c.submit({"name": "survivor", "gpus": 1, "command": "echo started; sleep 5; echo finished"})
+    wait_for(lambda: "started" in c.logs(job["id"])["text"], timeout=60)  # running in Ray
     server.kill9()
     server.start()
     c = server.client()
     done = c.wait(job["id"], timeout=60)
     assert done["state"] == "COMPLETED" and done["attempts"] == 1
-    assert c.logs(job["id"])["text"] == "finished\n"
+    assert c.logs(job["id"])["text"] == "started\nfinished\n"
     assert [e["kind"] for e in c.events(job["id"])] == ["submitted", "started", "adopted", "completed"]
 
 
@@ -138,3 +142,128 @@ def test_one_ray_cluster_is_one_trust_domain(tmp_path: Path, cluster: RayCluster
             assert e.value.status == 403 and "runs every task of every job as one Unix user" in str(e.value)
             assert f"serves one tenant, {served!r}" in str(e.value) and "--trust-tenants" in str(e.value)
             assert [j["tenant"] for j in c.jobs()] == [served]
+
+
+# -- the backend on its own: how its logs are read ------------------------------------------------
+@pytest.fixture
+def backend(tmp_path: Path, cluster: RayCluster) -> Iterator[RayBackend]:
+    b = RayBackend(tmp_path / "jobs", cluster.address)
+    b.inventory()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def _task(b: RayBackend, job_id: int, command: str) -> Task:
+    return Task(job_id=job_id, attempt=1, command=command, nodes=((b.inventory().nodes[0].name, (0,)),))
+
+
+def _until_exit(b: RayBackend, job_id: int, timeout: float = 60.0) -> Exit:
+    return wait_for(lambda: next((e for e in b.poll() if e.job_id == job_id), None), timeout=timeout, poll=0.2)
+
+
+def _seen(b: RayBackend, job_id: int) -> int:
+    """How much of the attempt's Ray log the backend has noted as copied."""
+    return int((b.root / str(job_id) / "attempt-1.seen").read_text())
+
+
+def _rank0(b: RayBackend, job_id: int) -> str:
+    path = b.log_path(job_id, 0, "stdout")
+    return path.read_text() if path.exists() else ""
+
+
+def _after(go: Path) -> str:
+    """A shell line that waits until the test creates `go` (the ranks run on this host)."""
+    return f"while [ ! -e {go} ]; do sleep 0.1; done"
+
+
+def test_a_log_is_copied_as_it_is_written_and_read_once(backend: RayBackend, tmp_path: Path) -> None:
+    """Each character of an attempt's Ray log crosses the wire once however often poll runs, a
+    quiet attempt costs a poll nothing, and Ray is asked about the attempt once: when it ended."""
+    go = tmp_path / "go"
+    command = f"for i in 1 2 3; do echo line $i; sleep 0.5; done; {_after(go)}; echo bye; exit 3"
+    assert backend.launch([_task(backend, 1, command)]) == []
+    wait_for(lambda: (backend.poll(), _rank0(backend, 1) == "line 1\nline 2\nline 3\n")[1], timeout=60, poll=0.2)
+    received, seen = backend.received, _seen(backend, 1)
+    deadline = time.monotonic() + 3 * POLL_S
+    while time.monotonic() < deadline:  # the rank is quiet: polls find nothing to do
+        assert backend.poll() == []
+        time.sleep(0.2)
+    assert (backend.received, _seen(backend, 1), backend.asked) == (received, seen, 0)
+    go.touch()
+    done = _until_exit(backend, 1)
+    assert done.codes == (3,) and backend.asked == 1
+    assert _rank0(backend, 1) == "line 1\nline 2\nline 3\nbye\n"
+    whole = backend.client.get_job_logs(backend._name(1, 1))
+    assert backend.received == len(whole) and _seen(backend, 1) == len(whole)
+
+
+def test_a_restarted_backend_copies_only_what_it_had_not(tmp_path: Path, cluster: RayCluster) -> None:
+    """A new backend on the same data directory picks up each attempt where the last one stopped
+    copying: a running one through a new stream, an ended one from its whole log, never a line twice."""
+    go1, go2 = tmp_path / "go1", tmp_path / "go2"
+    first = RayBackend(tmp_path / "jobs", cluster.address)
+    first.inventory()
+    first.launch([_task(first, 1, f"echo before; {_after(go1)}; echo after"),
+                  _task(first, 2, f"echo early; {_after(go2)}; echo late >&2; exit 5")])
+    wait_for(lambda: (first.poll(), _rank0(first, 1) == "before\n" and _rank0(first, 2) == "early\n")[1],
+             timeout=60, poll=0.2)
+    first.close()  # as a neocloud that stops: the Ray jobs go on
+    go2.touch()
+    from ray.job_submission import JobSubmissionClient
+
+    ray_jobs = JobSubmissionClient(cluster.address)
+    wait_for(lambda: ray_jobs.get_job_status(first._name(2, 1)).value == "FAILED", timeout=30)
+    second = RayBackend(tmp_path / "jobs", cluster.address)
+    try:
+        second.inventory()
+        assert second.recover(2, 1, 1) == Exit(2, 1, (5,))  # ended meanwhile
+        assert _rank0(second, 2) == "early\n" and second.log_path(2, 0, "stderr").read_text() == "late\n"
+        assert second.recover(1, 1, 1) == "running"
+        go1.touch()
+        assert _until_exit(second, 1).codes == (0,)
+        assert _rank0(second, 1) == "before\nafter\n"
+        assert second.recover(3, 1, 1) is None  # Ray never had it
+    finally:
+        second.close()
+
+
+def _pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", pattern], check=False, capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_rank_whose_ray_worker_dies_is_stopped(backend: RayBackend) -> None:
+    """Ray kills its worker processes when their raylet or head goes, not what they started in a
+    session of their own: the rank's watchdog stops it, or a requeued job would run twice at once."""
+    marker = f"ray-orphan-{time.time_ns()}"
+    assert backend.launch([_task(backend, 1, f"while :; do sleep 0.2; done # {marker}")]) == []
+    rank = wait_for(lambda: _pids(f"^/bin/sh -c while :; do sleep 0.2; done # {marker}"), timeout=60)[0]
+    worker = _parent(rank)
+    while not Path(f"/proc/{worker}/cmdline").read_bytes().startswith(b"ray::"):  # the Ray worker running the task
+        worker = _parent(worker)
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: not _pids(f"^/bin/sh -c while :; do sleep 0.2; done # {marker}"), timeout=15)
+    assert _until_exit(backend, 1).codes == (None,)  # it left no status
+
+
+def test_a_hung_head_fails_each_call_in_time(backend: RayBackend, cluster: RayCluster,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head that takes connections and never answers makes the backend's calls fail within their
+    time limit, not hang the controller's watcher; once it answers, so does the backend."""
+    monkeypatch.setattr(ray_backend, "REQUEST_S", 1)
+    task = _task(backend, 1, "true")
+    with cluster.head_hung():
+        started = time.monotonic()
+        with pytest.raises(NeocloudError, match="cannot list the Ray cluster's nodes"):
+            backend.drained()
+        assert [job for job, _ in backend.launch([task])] == [1]  # not started: it is tried again later
+        assert time.monotonic() - started < 5
+    assert backend.drained() == {}
+    assert backend.launch([_task(backend, 2, "echo back")]) == []
+    assert _until_exit(backend, 2).codes == (0,) and _rank0(backend, 2) == "back\n"

@@ -33,6 +33,9 @@ class Exit:
     job_id: int
     attempt: int
     codes: tuple[int | None, ...]
+    # It went with its node or its engine (a Ray head restarted), by the backend's own account: no
+    # fault of the job's. A status the job's own files fail to give is not this: that is the job's.
+    lost: bool = False
 
     @property
     def ok(self) -> bool:

@@ -324,9 +324,23 @@ class Controller(Commands):
 
     # -- what actions and backend news do to the store ----------------------------------------
     def _ended(self, s: Session, ended: Exit, now: float) -> None:
+        if ended.lost:
+            self._lost(s, ended, now)
         row = self.jobs.ended(s, ended, now)
         if row is not None and (moved := self.checks.ended(s, row, ended, now)) is not None:
             self.failures.carry(s, moved, now)
+
+    def _lost(self, s: Session, ended: Exit, now: float) -> None:
+        """An attempt the backend lost with its node or engine, though no one stopped it: requeued
+        as after a node failure (as recovery requeues an attempt it finds gone); `jobs.ended` then
+        sees the attempt as one being stopped."""
+        key = str(ended.job_id)
+        if self.jobs.stopping.get(key) == ended.attempt or key in self.schedule.running:
+            return
+        row = records.row(s, ended.job_id)
+        if row is None or row.state != "RUNNING" or row.attempts != ended.attempt or row.cancel_requested:
+            return
+        self.failures.interrupt(s, row, f"its attempt was lost with the {self.backend.name} engine", now, None)
 
     def _preempted(self, s: Session, action: Preempt, now: float) -> None:
         row = records.row(s, int(action.job_id))
