@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import os
 import statistics
 import threading
 import time
@@ -199,8 +200,12 @@ def in_process(tmp: Path, tenants: int, jobs_per_tenant: int, database: str | No
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NEOCLOUD_ADMIN_TOKEN", ADMIN)
         mp.delenv("NEOCLOUD_DATABASE_URL", raising=False)
-        service = open_service(tmp / "data", database=database, fleet_path=tmp / "fleet.yaml", sandbox=False,
-                               trust_tenants=True)
+        umask = os.umask(0o022)  # open_service sets the server's own (077): not this test process's to keep
+        try:
+            service = open_service(tmp / "data", database=database, fleet_path=tmp / "fleet.yaml", sandbox=False,
+                                   trust_tenants=True)
+        finally:
+            os.umask(umask)
     seed(service, tenants, jobs_per_tenant, time.time())
     counter = Counter()
     engine: Engine = service.sessions.kw["bind"]

@@ -55,6 +55,7 @@ class SlurmCluster:
             if name == "slurm.conf" and self.scheduler:
                 text += f"SchedulerParameters={self.scheduler}\n"
             (d / "etc" / name).write_text(text)
+            (d / "etc" / name).chmod(0o644)  # read by each job's srun, as its tenant's user
         for i in range(8):
             dev = d / "dev" / f"nvidia{i}"
             if not dev.exists():
