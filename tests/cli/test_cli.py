@@ -30,6 +30,21 @@ def simulate(tmp_path: Path, fleet: Path, trace: Path, *extra: str) -> dict:
     return json.loads(out.read_text())
 
 
+def test_off_a_terminal_a_replay_says_what_it_replays_and_how_far_it_has_got(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    res = neocloud("simulate", "--fleet", str(EXAMPLES / "fleets" / "small.yaml"), "--trace",
+                   str(EXAMPLES / "traces" / "mixed-2k.csv"))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.startswith("replaying 2,000 jobs on 64 GPUs (queue neocloud, placement neocloud) ...")
+    from neocloud.cli import main
+
+    monkeypatch.setattr(main, "PLAIN_EVERY_S", 0.0)  # a line at every tick, not every few seconds
+    with main._ticking("simulating", "jobs") as tick:
+        tick(500, 2000)
+    line = capsys.readouterr().err
+    assert line.startswith("simulating: 500 of 2,000 jobs (25%), ") and " jobs/s, " in line
+
+
 def test_native_trace_replays_to_completion(tmp_path: Path) -> None:
     report = simulate(tmp_path, EXAMPLES / "fleets" / "small.yaml", EXAMPLES / "traces" / "mixed-2k.csv",
                       "--policy", "sjf", "--seed", "3")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,6 +42,32 @@ def main() -> None:
 def _progress(label: str) -> Progress:
     return Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err, transient=True, disable=not err.is_terminal)
+
+
+PLAIN_EVERY_S = 5.0  # off a terminal: a progress line this often
+
+
+@contextmanager
+def _ticking(label: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback, `tick(done, total)`: Rich's bar on a terminal; off one (a pipe, a log,
+    CI), where a bar shows nothing, a plain line with the rate every PLAIN_EVERY_S seconds."""
+    if err.is_terminal:
+        with _progress(label) as bar:
+            task = bar.add_task(label, total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+        return
+    start = last = time.monotonic()
+
+    def tick(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PLAIN_EVERY_S:
+            last = now
+            rate = done / max(now - start, 1e-9)
+            err.print(f"{label}: {done:,} of {total:,} {unit} ({done / max(total, 1):.0%}), {rate:,.0f} {unit}/s, "
+                      f"{now - start:.0f} s", highlight=False)
+
+    yield tick
 
 
 @fleet_app.command("show")
@@ -93,12 +122,9 @@ def simulate(
 
     the_fleet = load_fleet(fleet)
     the_trace = load_trace(trace, trace_format)
-    with _progress("simulating") as bar:
-        task = bar.add_task("sim", total=len(the_trace))
-
-        def tick(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    err.print(f"replaying {len(the_trace):,} jobs on {the_fleet.total_gpus:,} GPUs "
+              f"(queue {policy}, placement {placement}) ...", highlight=False)
+    with _ticking("simulating", "jobs") as tick:
         if inflate is not None:
             report = _inflate(the_fleet, the_trace, policy, placement, seed, inflate, tick)
         else:
