@@ -39,6 +39,7 @@ from neocloud.control.failures import Failures
 from neocloud.control.jobs import Jobs
 from neocloud.control.metrics import Metrics
 from neocloud.control.nodes import Nodes
+from neocloud.control.recovery import DEFAULT_TENANT, recover
 from neocloud.control.watch import SYNC_S, Watcher
 from neocloud.errors import NeocloudError
 from neocloud.health.checks import CheckSchedule
@@ -50,7 +51,6 @@ from neocloud.store.leadership import Leadership, LostLeadership
 log = logging.getLogger("neocloud.controller")
 T = TypeVar("T")
 BATCH = 512  # commands per turn at most
-DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
 RETRY_STORE_S = (0.5, 1.0, 2.0, 5.0)  # pauses between attempts to reach a failed store
 
 __all__ = ["CHECK_COMMAND", "DEFAULT_TENANT", "Conflict", "Controller", "NotFound", "Refused", "Unavailable",
@@ -129,8 +129,6 @@ class Controller(Commands):
     # -- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Recover and run, if this server leads; else stand by until it does."""
-        from neocloud.control.recovery import recover
-
         self.standby = self.leadership is not None and not self.leadership.try_lead()
         if not self.standby:
             recover(self)
@@ -212,8 +210,6 @@ class Controller(Commands):
     def _lead(self) -> None:
         """Take (or take back) the lead once the store answers, and rebuild the core's state from it
         as a restart does. A standby waits here, polling for the lead."""
-        from neocloud.control.recovery import recover
-
         tries = 0
         while not self._halt.is_set():
             try:

@@ -31,9 +31,6 @@ class Nodes:
         self.stage, self.reason, self.spare = self.policy.stage, self.policy.reason, self.policy.spare
         self.moved_at: dict[str, float] = {}  # node -> when it last moved here, since the engine was asked
 
-    def jobs_on(self, name: str) -> list[int]:
-        return [int(j) for j in self.policy.jobs_on(name)]
-
     def load(self, s: Session, now: float) -> None:
         """At start: each node's stage and spare mark as kept; checks are planned from them."""
         for row in s.scalars(select(NodeRow)):

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("neocloud.controller")
 ACTIVE = ("PENDING", "RUNNING")
+DEFAULT_TENANT = "default"  # made at first start, so one can submit before making tenants
 
 
 def recover(c: Controller) -> None:
@@ -35,8 +36,6 @@ def recover(c: Controller) -> None:
     with c.sessions.begin() as s:
         c.tenants = set(s.scalars(select(Tenant.name)))
         if not c.tenants:
-            from neocloud.control.controller import DEFAULT_TENANT
-
             s.add(Tenant(name=DEFAULT_TENANT, created_at=now))
             c.tenants.add(DEFAULT_TENANT)
         live = list(s.scalars(select(Token).where(Token.revoked_at.is_(None))))
