@@ -7,6 +7,7 @@ import pytest
 from neocloud.errors import SchedulingError
 from neocloud.model.events import Launch
 from neocloud.model.job import Job, PriorityClass
+from neocloud.sched.kept import KeptPlacement
 from neocloud.sched.placement import BestFit
 from neocloud.sched.queue import Fifo
 from neocloud.sched.scheduler import Scheduler
@@ -41,7 +42,8 @@ def test_submit_refuses_what_the_fleet_can_never_hold() -> None:
 def test_scheduler_accepts_policy_objects() -> None:
     queue, place = Fifo(), BestFit()
     sched = Scheduler(make_fleet(), queue=queue, placement=place)
-    assert sched.queue is queue and sched.placement is place
+    assert sched.queue is queue
+    assert isinstance(sched.placement, KeptPlacement) and sched.placement.policy is place and sched.placement.name == "bestfit"
 
 
 # -- launching and freeing -----------------------------------------------------------------------
@@ -184,6 +186,20 @@ def test_the_pass_tells_when_the_blocked_head_starts() -> None:
     sched.finish("run", 1_000)
     assert launched(sched.schedule(1_000)) == ["head"]
     assert sched.reservation is None  # the fleet is full: the pass stopped before trying "long"
+
+
+def test_a_head_with_nothing_behind_it_has_its_reservation_worked_out_when_asked() -> None:
+    sched = Scheduler(make_fleet(gpus=8), queue="fifo")
+    sched.submit(Job("run", 6, estimate_s=1_000), 0)
+    sched.schedule(0)
+    worked_out = []
+    reservation = sched._reservation
+    sched._reservation = lambda rec, now: worked_out.append(rec.job.id) or reservation(rec, now)  # type: ignore[method-assign]
+    sched.submit(Job("head", 8, submit_s=1), 1)
+    assert sched.schedule(1) == [] and worked_out == []  # no job behind the head: no walk
+    res = sched.reservation
+    assert res is not None and (res.job_id, res.start, res.scanned) == ("head", 1_000, 0) and worked_out == ["head"]
+    assert sched.reservation is res and worked_out == ["head"]
 
 
 def test_backfill_depth_limits_the_scan() -> None:

@@ -184,3 +184,34 @@ def test_gpu_less_nodes_stay_out_of_the_index() -> None:
     state.set_schedulable(0, False)
     state.set_schedulable(0, True)
     assert state.hist.sum() == 1
+
+
+@pytest.mark.parametrize("nodes", [1, 3, 8, 9, 12])
+def test_allocations_on_few_or_many_nodes_keep_the_same_books(nodes: int) -> None:
+    """A few nodes are booked one by one, a wide gang in one vectorised step: the books agree."""
+    state = ClusterState(make_fleet(leaves=2, nodes_per_leaf=8, gpus=4, cpu_milli=16_000, memory_mib=8_192))
+    state.allocate(Allocation("shared", (1,), ((2,),), 250))
+    before = snapshot(state)
+    ids = tuple(range(1, 1 + nodes))  # node 1 holds a share of GPU 2 already
+    alloc = Allocation("g", ids, tuple((0, 1) if n % 2 else (0, 1, 3) for n in ids), FULL, 1_000, 512)
+    state.allocate(alloc)
+    for n, gpus in zip(ids, alloc.gpus):
+        assert state.whole_free[n] == 4 - len(gpus) - (n == 1) and state.cpu_free[n] == 15_000
+        assert n in state.buckets[int(state.cell[n])][int(state.whole_free[n])]
+        assert state.max_left[n] == FULL
+    assert state.used_milli == 250 + FULL * sum(len(g) for g in alloc.gpus)
+    assert int(state.hist.sum()) == 16 and all(b == sorted(b) for row in state.buckets for b in row)
+    state.release("g")
+    assert same(snapshot(state), before)
+
+
+def test_a_shared_gpu_taken_further_leaves_the_node_in_its_bucket() -> None:
+    state = ClusterState(make_fleet(gpus=2))
+    state.allocate(Allocation("a", (0,), ((1,),), 500))
+    assert list(state.buckets[0][1]) == [0] and state.max_left[0] == FULL
+    state.allocate(Allocation("b", (0,), ((1,),), 300))
+    assert list(state.buckets[0][1]) == [0] and state.gpu_left[0].tolist() == [FULL, 200]
+    with pytest.raises(SchedulingError, match="does not fit"):
+        state.allocate(Allocation("c", (0,), ((1,),), 300))
+    with pytest.raises(SchedulingError, match="not distinct GPUs"):
+        state.allocate(Allocation("d", (0,), ((2,),), 100))

@@ -45,20 +45,26 @@ class Reservation:
 def compute_reservation(state: ClusterState, ends: Iterable[End], job: Job, now: float) -> tuple[float, dict[int, int]]:
     """When and on which nodes `job` will start, if running jobs end at their estimates: the start,
     and each reserved node's whole GPUs beyond the job's need then. A running job with no estimate
-    never ends, so when the walk reaches one the start is unknown (infinite) and nothing is reserved."""
+    never ends, so when the walk reaches one the start is unknown (infinite) and nothing is reserved.
+
+    The walk visits only the nodes of the jobs it passes: its cost follows how long the head must
+    wait, not the fleet's size.
+    """
     layout = state.layout(job)
     per_node, count = max(layout[0], 1), len(layout)
     groups = state.groups_for(job.gpu_types)
-    group_of = {int(c): gi for gi, g in enumerate(groups) for c in g}
-    eligible = state.schedulable & (state.cpu_cap >= job.cpu_milli) & (state.mem_cap >= job.memory_mib)
-    exact = bool(job.cpu_milli or job.memory_mib)  # the fit index does not see CPU/memory caps
-    if exact:
-        ready = [sum(1 for c in g for n in state.candidates(int(c), per_node) if eligible[n]) for g in groups]
+    group_of = state.group_of(job.gpu_types)
+    cpu, mem = job.cpu_milli, job.memory_mib
+    if cpu or mem:  # the fit index does not see CPU/memory caps
+        ready = [sum(1 for c in g for n in state.candidates(int(c), per_node) if state.could_host(n, cpu, mem))
+                 for g in groups]
     else:
         ready = [int(state.nodes_with(g, per_node).sum()) for g in groups]
     crossing: list[list[int]] = [[] for _ in groups]  # nodes that reach per_node free GPUs in time
     freed: dict[int, int] = {}
     sharing: dict[tuple[int, int], int] = {}  # (node, GPU) held in part -> its holders yet to end
+    whole, cell_of, takes_work = state.whole_free, state.cell_of, state.takes_work
+    exact = bool(cpu or mem) or state.withholding  # else any node of the job's cells that takes work
     at = now
     for end, _, job_id in ends:
         if max(ready, default=0) >= count:
@@ -67,12 +73,13 @@ def compute_reservation(state: ClusterState, ends: Iterable[End], job: Job, now:
             return float("inf"), {}
         alloc = state.allocations[job_id]
         for node, gpus in zip(alloc.nodes, alloc.gpus):
-            group = group_of.get(state.cell_of[node])
-            if group is None or not eligible[node]:
+            group = group_of[cell_of[node]]
+            if group < 0 or not (state.could_host(node, cpu, mem) if exact else takes_work[node]):
                 continue
             got = len(gpus) if alloc.gpu_milli == FULL else _last_to_leave(state, sharing, node, gpus)
-            before = int(state.whole_free[node]) + freed.get(node, 0)
-            freed[node] = freed.get(node, 0) + got
+            had = freed.get(node, 0)
+            before = int(whole[node]) + had
+            freed[node] = had + got
             if before < per_node <= before + got:
                 ready[group] += 1
                 crossing[group].append(node)
@@ -80,9 +87,10 @@ def compute_reservation(state: ClusterState, ends: Iterable[End], job: Job, now:
     best = next((g for g, r in enumerate(ready) if r >= count), None)
     if best is None:
         return float("inf"), {}
-    now_free = (n for c in groups[best] for n in state.candidates(int(c), per_node) if eligible[n])
-    nodes = list(itertools.islice(itertools.chain(now_free, crossing[best]), count))
-    return at, {n: int(state.whole_free[n]) + freed.get(n, 0) - per_node for n in nodes}
+    now_free = ((n, k) for c in groups[best].tolist() for n, k in state.free_nodes(c, per_node)
+                if not exact or state.could_host(n, cpu, mem))
+    in_time = ((n, int(whole[n])) for n in crossing[best])
+    return at, {n: k + freed.get(n, 0) - per_node for n, k in itertools.islice(itertools.chain(now_free, in_time), count)}
 
 
 def _last_to_leave(state: ClusterState, sharing: dict[tuple[int, int], int], node: int,

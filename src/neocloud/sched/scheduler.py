@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
+from collections.abc import Iterable
 
 import numpy as np
 from sortedcontainers import SortedList
@@ -22,10 +23,11 @@ from neocloud.model.events import Action, Launch
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job
 from neocloud.sched.backfill import Reservation, Reservations, place_behind
+from neocloud.sched.kept import KeptPlacement
 from neocloud.sched.placement import Placement
 from neocloud.sched.placements import placement as placement_named
 from neocloud.sched.preemption import preempt_for_better_queues
-from neocloud.sched.queue import JobRecord, QueuePolicy, queue_policy
+from neocloud.sched.queue import JobRecord, Key, QueuePolicy, queue_policy
 from neocloud.sched.quota import Quotas
 from neocloud.sched.reclaim import reclaim
 from neocloud.sched.state import FULL, Allocation, ClusterState
@@ -52,7 +54,8 @@ class Scheduler:
     ) -> None:
         self.state = ClusterState(fleet)
         self.queue = queue_policy(queue) if isinstance(queue, str) else queue
-        self.placement = placement_named(placement) if isinstance(placement, str) else placement
+        policy = placement_named(placement) if isinstance(placement, str) else placement
+        self.placement: Placement = KeptPlacement(policy, self.state)
         self.backfill = backfill
         self.backfill_depth = backfill_depth
         self.preempt_depth = preempt_depth  # blocked jobs a pass tries to make room for
@@ -61,9 +64,14 @@ class Scheduler:
         self.running: dict[str, JobRecord] = {}
         self.usage: defaultdict[str, float] = defaultdict(float)  # GPUs held per tenant
         self.quota = Quotas(self.state.total_gpus, borrowing=borrowing)
-        self.reservation: Reservation | None = None  # the blocked head's, as the last pass left it
+        self._reserved: Reservation | None = None  # the blocked head's, as the last pass left it
+        self._unreserved: tuple[JobRecord, float, int] | None = None  # a blocked head whose reservation waits
         self.decisions = 0
         self._ends = SortedList()  # (estimated end, seq, job id) of running jobs
+        # Running jobs by rank, for preemption: those whose rank stays put (by running key), and the rest.
+        self._steady = SortedList()  # (running key, job id)
+        self._steady_rank: dict[str, tuple[Key, str]] = {}
+        self._moving: dict[str, JobRecord] = {}
         self._wakeups: list[tuple[float, str]] = []
         self._seq = 0
         self._dirty = True
@@ -190,7 +198,9 @@ class Scheduler:
         self._seen_version = self.state.version
         state = self.state
         launched: list[JobRecord] = []
-        head: Reservation | None = None  # the blocked head job's reservation, once there is one
+        blocked: JobRecord | None = None  # the head job, once one is found blocked
+        head: Reservation | None = None  # its reservation, worked out when a job behind it first needs it
+        scanned = 0  # jobs looked at behind the head
         capacity = state.total_gpus * FULL
         guaranteed = bool(quota.guaranteed)
         order = self.queue.order(self.usage)
@@ -201,23 +211,24 @@ class Scheduler:
             if (owner_waiting or not quota.borrowing) and guaranteed and quota.pool(rec.job) is None:
                 continue
             by_right = False  # behind the head, within its own guarantee: not bound by the reservation
-            if head is None:
+            if blocked is None:
                 alloc = self.placement.place(state, rec.job, self.rng)
             else:
-                head.scanned += 1
-                if head.scanned > self.backfill_depth:
+                scanned += 1
+                if scanned > self.backfill_depth:
                     break
                 if rec.job.gpu_milli > capacity - state.used_milli:
                     continue  # cannot fit anywhere now; not worth a placement
+                head = head or self._reservation(blocked, now)
                 by_right = guaranteed and quota.pool(rec.job) == rec.job.tenant  # its guarantee: no one else's
                 alloc = self.placement.place(state, rec.job, self.rng) if by_right else self._backfill(rec, head, now)
             self.decisions += 1
             if alloc is None:
                 owner_waiting = owner_waiting or (guaranteed and quota.pool(rec.job) is not None)
-                if head is None:
+                if blocked is None:
                     if not self.backfill:
                         break
-                    head = self._reservation(rec, now)
+                    blocked = rec
                 continue
             self._start(rec, alloc, now)
             if head is not None:
@@ -226,8 +237,23 @@ class Scheduler:
             actions.append(Launch(rec.job.id, alloc.nodes, alloc.gpus))
         for rec in launched:
             self.queue.remove(rec)
-        self.reservation = head
+        if head is not None:
+            head.scanned = scanned
+        self._reserved = head
+        self._unreserved = (blocked, now, scanned) if blocked is not None and head is None else None
         return actions
+
+    @property
+    def reservation(self) -> Reservation | None:
+        """The blocked head's reservation, as the last pass left it. A pass that had no job behind
+        the head to place did not need one: it is worked out when first asked for, from the jobs
+        running then (the same as the pass's, unless jobs started or stopped since)."""
+        if self._unreserved is not None:
+            rec, now, scanned = self._unreserved
+            self._unreserved = None
+            self._reserved = self._reservation(rec, now)
+            self._reserved.scanned = scanned
+        return self._reserved
 
     # The pass's steps, as methods so that a benchmark can time each where the pass calls it.
     def _reservation(self, head: JobRecord, now: float) -> Reservation:
@@ -240,6 +266,18 @@ class Scheduler:
 
     def _preempt_for_better_queues(self, now: float) -> list[Action]:
         return preempt_for_better_queues(self, now)
+
+    def worst_ranked(self, now: float) -> list[JobRecord]:
+        """Running jobs, worst-ranked first, as the queue policy ranks them now (preemptive policies).
+
+        A job whose rank never moves while it runs (the policy books no review for it) was ranked
+        when it started; only the others are ranked again here.
+        """
+        ranked: Iterable[tuple[Key, str]] = reversed(self._steady)
+        if self._moving:
+            moving = sorted(((self.queue.running_key(r, now), r.job.id) for r in self._moving.values()), reverse=True)
+            ranked = heapq.merge(ranked, moving, reverse=True)
+        return [self.running[job_id] for _, job_id in ranked]
 
     def next_wakeup(self, now: float) -> float | None:
         """The earliest time after `now` the scheduler wants a Tick (a job changing LAS queue)."""
@@ -302,24 +340,36 @@ class Scheduler:
         wake = self.queue.next_review(rec, now)
         if wake is not None:
             heapq.heappush(self._wakeups, (wake, rec.job.id))
+        if self.queue.preemptive:
+            if wake is None:  # its rank never moves while it runs: ranked once, here
+                ranked = self._steady_rank[rec.job.id] = (self.queue.running_key(rec, now), rec.job.id)
+                self._steady.add(ranked)
+            else:
+                self._moving[rec.job.id] = rec
 
-    def _stop(self, rec: JobRecord, now: float) -> None:
+    def _stop(self, rec: JobRecord, now: float, released: bool = False) -> None:
+        """The job stops running; `released` when its allocation is already out of the state."""
         started = rec.started_s
         if started is None:
             raise SchedulingError(f"job {rec.job.id!r} is not running")
         self._ends.remove((rec.estimated_end(), rec.seq, rec.job.id))
-        self.state.release(rec.job.id)
+        if not released:
+            self.state.release(rec.job.id)
         self._running_version += 1
         rec.attained_gpu_s = rec.attained(now)
         rec.ran_s += now - started
         rec.started_s = None
         del self.running[rec.job.id]
+        ranked = self._steady_rank.pop(rec.job.id, None)
+        if ranked is not None:
+            self._steady.remove(ranked)
+        self._moving.pop(rec.job.id, None)
         self.usage[rec.job.tenant] -= rec.job.gpus
         self.quota.give_back(rec, self.running.values())
 
-    def _requeue(self, rec: JobRecord, now: float) -> None:
+    def _requeue(self, rec: JobRecord, now: float, released: bool = False) -> None:
         """Preempt a running job: it stops, keeping its service so far, and waits in the queue again."""
-        self._stop(rec, now)
+        self._stop(rec, now, released)
         rec.preemptions += 1
         rec.state = "PENDING"
         self.queue.add(rec)

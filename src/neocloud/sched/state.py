@@ -8,12 +8,13 @@ GPUs fit, inside which leaf or fabric" is then a sum over cells, never a scan ov
 
 from __future__ import annotations
 
+import itertools
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sortedcontainers import SortedList
 
 from neocloud.errors import SchedulingError
 from neocloud.model.fleet import Fleet
@@ -21,6 +22,7 @@ from neocloud.model.job import Job
 
 FULL = 1000  # milli-GPU in one GPU
 UNTRACKED = 1 << 48
+_BY_NODE = 8  # allocations on at most this many nodes are applied node by node, larger ones vectorised
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class ClusterState:
         self.max_gpus = max((nd.gpus for nd in nodes), default=0)
         width = max(self.max_gpus, 1)
         self.gpu_cap = np.array([nd.gpus for nd in nodes], dtype=np.int64)
+        self._caps: list[int] = self.gpu_cap.tolist()
         # Per-GPU free milli; GPUs a node does not have are -1 so they never fit anything.
         self.gpu_left = np.full((n, width), -1, dtype=np.int64)
         for nd in nodes:
@@ -56,6 +59,8 @@ class ClusterState:
         # A node that does not declare CPU or memory never runs short of them.
         self.cpu_cap = np.array([nd.cpu_milli or UNTRACKED for nd in nodes], dtype=np.int64)
         self.mem_cap = np.array([nd.memory_mib or UNTRACKED for nd in nodes], dtype=np.int64)
+        self._cpu_caps: list[int] = self.cpu_cap.tolist()
+        self._mem_caps: list[int] = self.mem_cap.tolist()
         self.cpu_free = self.cpu_cap.copy()
         self.mem_free = self.mem_cap.copy()
         self.whole_free = self.gpu_cap.copy()
@@ -78,7 +83,9 @@ class ClusterState:
         self.cell_type = np.array([k[1] for k in cell_ids], dtype=np.int64)
         self.cell_fabric = np.array([fleet.leaves[k[0]].fabric for k in cell_ids], dtype=np.int64)
         self.hist = np.zeros((len(cell_ids), width + 1), dtype=np.int64)
-        self.buckets: list[list[SortedList]] = [[SortedList() for _ in range(width + 1)] for _ in cell_ids]
+        # Node ids per (cell, free GPUs), sorted: a cell is one leaf's nodes of a type, so a plain list
+        # beats a balanced tree.
+        self.buckets: list[list[list[int]]] = [[[] for _ in range(width + 1)] for _ in cell_ids]
         self.cell_nodes = [np.flatnonzero(self.cell == c) for c in range(len(cell_ids))]
         self.cell_of: list[int] = self.cell.tolist()  # `cell` as a list: faster by the node
         self._indexed: list[bool] = (self.gpu_cap > 0).tolist()  # schedulable nodes with GPUs
@@ -90,6 +97,7 @@ class ClusterState:
         self._nodes_for: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray | slice]] = {}
         self._widest: dict[tuple[str, ...], int] = {}
         self._groups_for: dict[tuple[str, ...], list[np.ndarray]] = {}
+        self._group_of: dict[tuple[str, ...], list[int]] = {}
         self.version = 0  # bumped when capacity comes back (uncordon), so a scheduler knows to look
         self.cordons = 0  # bumped by every cordon and uncordon: what is reserved on which nodes may change
         self.changes = 0  # bumped by every allocation, release, cordon and uncordon
@@ -103,13 +111,14 @@ class ClusterState:
         if self._indexed[node]:
             c, k = self.cell_of[node], int(self.whole_free[node])
             self.hist[c, k] += 1
-            self.buckets[c][k].add(node)
+            insort(self.buckets[c][k], node)
 
     def _index_remove(self, node: int) -> None:
         if self._indexed[node]:
             c, k = self.cell_of[node], int(self.whole_free[node])
             self.hist[c, k] -= 1
-            self.buckets[c][k].remove(node)
+            bucket = self.buckets[c][k]
+            del bucket[bisect_left(bucket, node)]
 
     def cells_for(self, types: tuple[str, ...]) -> np.ndarray:
         """Cells whose GPU type a job accepts (all cells with GPUs when it names none)."""
@@ -148,6 +157,17 @@ class ClusterState:
             self._groups_for[types] = groups
         return groups
 
+    def group_of(self, types: tuple[str, ...]) -> list[int]:
+        """Per cell, its index in `groups_for(types)`, or -1 for cells a job of those types cannot use."""
+        found = self._group_of.get(types)
+        if found is None:
+            found = [-1] * len(self.cell_leaf)
+            for i, group in enumerate(self.groups_for(types)):
+                for c in group.tolist():
+                    found[c] = i
+            self._group_of[types] = found
+        return found
+
     def widest(self, types: tuple[str, ...]) -> int:
         """GPUs on the largest node of the types a job accepts: how wide its gang's nodes can be."""
         width = self._widest.get(types)
@@ -175,42 +195,99 @@ class ClusterState:
             else:
                 yield from self.buckets[cell][k]
 
+    def free_nodes(self, cell: int, at_least: int) -> Iterator[tuple[int, int]]:
+        """`candidates`, each with its count of wholly free GPUs."""
+        hidden = self._hidden
+        for k in range(at_least, self.hist.shape[1]):
+            for n in self.buckets[cell][k]:
+                if n not in hidden:
+                    yield n, k
+
+    @property
+    def takes_work(self) -> list[bool]:
+        """Per node, whether it has GPUs and takes work (not cordoned), withheld nodes aside."""
+        return self._indexed
+
     # -- mutation -------------------------------------------------------------------------------
     def allocate(self, alloc: Allocation) -> None:
         if alloc.job_id in self.allocations:
             raise SchedulingError(f"job {alloc.job_id} is already placed")
-        nodes, rows, cols = _coordinates(alloc)
+        caps = self._caps
         for node, gpus in zip(alloc.nodes, alloc.gpus):
-            if len(set(gpus)) != len(gpus) or any(not 0 <= g < self.gpu_cap[node] for g in gpus):
+            if gpus and (len(set(gpus)) != len(gpus) or min(gpus) < 0 or max(gpus) >= caps[node]):
                 raise SchedulingError(f"job {alloc.job_id}: GPUs {list(gpus)} are not distinct GPUs of node {node}")
-        if (self.gpu_left[rows, cols] < alloc.gpu_milli).any() or (self.cpu_free[nodes] < alloc.cpu_milli).any() \
-                or (self.mem_free[nodes] < alloc.memory_mib).any():
-            raise SchedulingError(f"job {alloc.job_id} does not fit on nodes {list(alloc.nodes)}")
-        self._apply(alloc, nodes, rows, cols, -1)
+        if len(alloc.nodes) > _BY_NODE:
+            nodes, rows, cols = _coordinates(alloc)
+            if (self.gpu_left[rows, cols] < alloc.gpu_milli).any() or (self.cpu_free[nodes] < alloc.cpu_milli).any() \
+                    or (self.mem_free[nodes] < alloc.memory_mib).any():
+                raise SchedulingError(f"job {alloc.job_id} does not fit on nodes {list(alloc.nodes)}")
+            self._apply_vector(alloc, nodes, rows, cols, -1)
+        else:
+            for node, gpus in zip(alloc.nodes, alloc.gpus):
+                left = self.gpu_left[node]
+                if any(left[g] < alloc.gpu_milli for g in gpus) or self.cpu_free[node] < alloc.cpu_milli \
+                        or self.mem_free[node] < alloc.memory_mib:
+                    raise SchedulingError(f"job {alloc.job_id} does not fit on nodes {list(alloc.nodes)}")
+            self._apply_by_node(alloc, -1)
         self.allocations[alloc.job_id] = alloc
         for node in alloc.nodes:
             self.on_node[node].add(alloc.job_id)
 
     def release(self, job_id: str) -> Allocation:
         alloc = self.allocations.pop(job_id)
-        self._apply(alloc, *_coordinates(alloc), +1)
+        if len(alloc.nodes) > _BY_NODE:
+            self._apply_vector(alloc, *_coordinates(alloc), +1)
+        else:
+            self._apply_by_node(alloc, +1)
         for node in alloc.nodes:
             self.on_node[node].discard(job_id)
         return alloc
 
-    def _apply(self, alloc: Allocation, nodes: np.ndarray, rows: np.ndarray, cols: np.ndarray, sign: int) -> None:
-        for node in alloc.nodes:
-            self._index_remove(node)
+    # Taking (sign -1) or giving back (+1) what an allocation holds, the fit index kept in step: node
+    # by node in Python scalars for a few nodes (several times faster than numpy's fancy indexing),
+    # vectorised for a gang of many.
+    def _apply_by_node(self, alloc: Allocation, sign: int) -> None:
+        milli = sign * alloc.gpu_milli
+        for node, gpus in zip(alloc.nodes, alloc.gpus):
+            row = self.gpu_left[node]
+            left = row.tolist()
+            for g in gpus:
+                left[g] += milli
+            row[:] = left
+            whole = left.count(FULL)
+            if whole != self.whole_free[node]:
+                self._index_remove(node)
+                self.whole_free[node] = whole
+                self._index_add(node)
+            self.max_left[node] = max(left)
+            self.cpu_free[node] += sign * alloc.cpu_milli
+            self.mem_free[node] += sign * alloc.memory_mib
+            self.stamp[node] += 1
+        self.changes += 1
+        self.used_milli -= milli * sum(len(g) for g in alloc.gpus)  # sign is that of the free capacity
+
+    def _apply_vector(self, alloc: Allocation, nodes: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                      sign: int) -> None:
+        before = self.whole_free[nodes].tolist()
         self.gpu_left[rows, cols] += sign * alloc.gpu_milli
         self.cpu_free[nodes] += sign * alloc.cpu_milli
         self.mem_free[nodes] += sign * alloc.memory_mib
-        self.whole_free[nodes] = (self.gpu_left[nodes] == FULL).sum(axis=1)
+        whole = (self.gpu_left[nodes] == FULL).sum(axis=1)
+        self.whole_free[nodes] = whole
         self.max_left[nodes] = self.gpu_left[nodes].max(axis=1)
         self.stamp[nodes] += 1
+        moved = [(node, old, new) for node, old, new in zip(alloc.nodes, before, whole.tolist())
+                 if old != new and self._indexed[node]]
+        if moved:
+            cells = [self.cell_of[node] for node, _, _ in moved]
+            np.subtract.at(self.hist, (cells, [old for _, old, _ in moved]), 1)
+            np.add.at(self.hist, (cells, [new for _, _, new in moved]), 1)
+            for c, (node, old, new) in zip(cells, moved):
+                bucket = self.buckets[c][old]
+                del bucket[bisect_left(bucket, node)]
+                insort(self.buckets[c][new], node)
         self.changes += 1
-        for node in alloc.nodes:
-            self._index_add(node)
-        self.used_milli -= sign * alloc.gpu_milli * len(cols)  # sign is that of the free capacity
+        self.used_milli -= sign * alloc.gpu_milli * len(cols)
 
     def set_schedulable(self, node: int, schedulable: bool) -> None:
         """Cordon (False) or uncordon (True) a node: running work stays, new work goes elsewhere."""
@@ -247,8 +324,19 @@ class ClusterState:
             np.add.at(self.hist, where, 1)
 
     # -- questions ------------------------------------------------------------------------------
+    @property
+    def withholding(self) -> bool:
+        """Whether some nodes are withheld right now (inside `withheld`)."""
+        return bool(self._hidden)
+
     def fits_cpu_mem(self, node: int, cpu_milli: int, memory_mib: int) -> bool:
         return bool(self.cpu_free[node] >= cpu_milli and self.mem_free[node] >= memory_mib)
+
+    def could_host(self, node: int, cpu_milli: int, memory_mib: int) -> bool:
+        """Whether a GPU node takes work now and is big enough for the CPU and memory asked, once
+        free: one node's answer, where a per-node array would cost the whole fleet."""
+        return self._indexed[node] and node not in self._hidden and self._cpu_caps[node] >= cpu_milli \
+            and self._mem_caps[node] >= memory_mib
 
     @property
     def allocated_share(self) -> float:
@@ -260,5 +348,5 @@ def _coordinates(alloc: Allocation) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """The allocation's nodes, and (node, GPU) index pairs of every GPU it holds."""
     nodes = np.fromiter(alloc.nodes, dtype=np.int64, count=len(alloc.nodes))
     rows = np.repeat(nodes, [len(g) for g in alloc.gpus])
-    cols = np.fromiter((g for gs in alloc.gpus for g in gs), dtype=np.int64, count=len(rows))
+    cols = np.fromiter(itertools.chain.from_iterable(alloc.gpus), dtype=np.int64, count=len(rows))
     return nodes, rows, cols

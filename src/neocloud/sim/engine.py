@@ -119,7 +119,7 @@ def simulate(
     wake_at: float | None = None
     total = len(heap)
     finished = 0
-    leaf = sched.state.leaf
+    leaf: list[int] = sched.state.leaf.tolist()  # each node's leaf, as Python ints: read per launch
 
     while heap:
         now = heap[0][0]
@@ -159,7 +159,7 @@ def simulate(
             if isinstance(action, Launch):
                 job = run.trace.job
                 consolidated = len(action.nodes) <= len(sched.state.layout(job)) and \
-                    len({int(leaf[n]) for n in action.nodes}) == 1
+                    len({leaf[n] for n in action.nodes}) == 1
                 run.duration = run.trace.duration_s if consolidated or run.trace.spread_duration_s is None \
                     else run.trace.spread_duration_s
                 run.spread_runs += not consolidated
