@@ -56,6 +56,16 @@ def test_typical_pods_cover_95_percent_renormalised() -> None:
     assert t.freq == pytest.approx([60 / 96, 36 / 96])
     assert shape_of(Job("x", 0.25, cpu_milli=3, gpu_types=("H100",))) == (3, 250, 1, ("H100",))
     assert shape_of(Job("y", 0, cpu_milli=5)) == (5, 0, 0, ())
+    assert shape_of(Job("z", 0.5)) == (100, 500, 1, ())  # a zero CPU request scores as 100m
+
+
+def test_typical_pods_at_the_cut_keep_the_larger_request() -> None:
+    # 10 pods of each of three shapes: the first two cover 2/3 < 95%, so all three are kept;
+    # at 60% only two of the equally frequent shapes are, the larger requests, as the paper orders them.
+    jobs = [Job(f"a{i}", 0.25) for i in range(10)] + [Job(f"b{i}", 0.5) for i in range(10)]
+    jobs += [Job(f"c{i}", 0.75) for i in range(10)]
+    assert len(TypicalPods.from_jobs(jobs).shapes) == 3
+    assert [s[1] for s in TypicalPods.from_jobs(jobs, coverage=0.6).shapes] == [750, 500]
 
 
 def test_sigmoid_score_is_truncated() -> None:
@@ -91,7 +101,40 @@ def test_fgd_honours_gpu_model_and_cpu() -> None:
     assert alloc.nodes == (2,) and len(alloc.gpus[0]) == 2 and alloc.gpu_milli == FULL
 
 
+@pytest.mark.parametrize("seed", [3, 11])
+def test_ties_follow_one_node_order_for_the_whole_run(seed: int) -> None:
+    # Eight identical nodes and CPU-only pods: every node scores the same, so every pod goes to
+    # the node first in the run's order, drawn once from the run's generator, until it is full.
+    state = ClusterState(make_fleet(nodes_per_leaf=8, gpus=2, cpu_milli=8_000))
+    fgd = FragmentationGradientDescent()
+    fgd.prime([Job(f"p{i}", 0, cpu_milli=2_000) for i in range(4)])
+    rng = np.random.default_rng(seed)
+    order = np.argsort(np.random.default_rng(seed).permutation(8))  # node ids, first in the order first
+    placed = []
+    for i in range(8):
+        alloc = fgd.place(state, Job(f"c{i}", 0, cpu_milli=4_000), rng)
+        assert alloc is not None
+        state.allocate(alloc)
+        placed.append(alloc.nodes[0])
+    assert placed == [int(order[k // 2]) for k in range(8)]  # two pods fill a node's CPU
+
+
 def test_modules_import_in_any_order() -> None:
     for mod in ("neocloud.sched.fgd", "neocloud.sched.packing", "neocloud.sched.placement",
                 "neocloud.sched.placements"):
         subprocess.run([sys.executable, "-c", f"import {mod}"], check=True)
+
+
+def test_a_nodes_fragment_does_not_depend_on_its_batch() -> None:
+    # Scores are cached per node and recomputed in batches of varying size: a node's value must
+    # be the same to the last bit whichever nodes are scored with it, or ties would drift.
+    r = np.random.default_rng(0)
+    left = r.choice([-1, 0, 130, 470, 810, 1000], size=(300, 8))
+    cpu, gtype = r.integers(0, 96_000, size=300), r.integers(0, 2, size=300)
+    typical = TypicalPods(
+        tuple((int(c), int(m), 1, ()) for c, m in zip(r.integers(100, 8000, 40), r.integers(10, 1000, 40))),
+        np.full(40, 1 / 40),
+    ).arrays(_Types)
+    batch = frag(left, cpu, gtype, typical)
+    alone = np.array([frag(left[i : i + 1], cpu[i : i + 1], gtype[i : i + 1], typical)[0] for i in range(300)])
+    assert (batch == alone).all()

@@ -78,3 +78,14 @@ def test_honours_gpu_model_cpu_and_memory() -> None:
     assert ShapeAwarePacking().place(state, Job("k", 1, cpu_milli=100_000), np.random.default_rng(0)) is None
     whole = ShapeAwarePacking().place(state, Job("w", 4, gpu_types=("A100-SXM",)), np.random.default_rng(0))
     assert whole is not None and whole.nodes == (0,) and whole.gpu_milli == FULL and len(whole.gpus[0]) == 4
+
+
+def test_a_job_placed_again_is_learned_from_once() -> None:
+    # A preemption's probe or a retry places the same job again: the workload it learns from
+    # must count that job once.
+    state = ClusterState(make_fleet(nodes_per_leaf=2, gpus=8))
+    policy = ShapeAwarePacking()
+    for _ in range(3):
+        assert policy.place(state, Job("j", 0.5), np.random.default_rng(0)) is not None
+    policy.place(state, Job("k", 1), np.random.default_rng(0))
+    assert sum(policy._counts.values()) == 2

@@ -66,10 +66,28 @@ def _single(state: ClusterState, job: Job, node: int, rng: np.random.Generator |
     return Allocation(job.id, (node,), (gpus,), milli, job.cpu_milli, job.memory_mib)
 
 
-def _pick_best(scores: np.ndarray, rng: np.random.Generator) -> int:
-    """Index of the top score, ties broken uniformly at random (as Kubernetes does)."""
-    top = np.flatnonzero(scores == scores.max())
-    return int(top[0] if len(top) == 1 else rng.choice(top))
+class RunOrder:
+    """One random order of the fleet's nodes, drawn once per cluster state: among equal top
+    scores the node earliest in it wins.
+
+    This is how the openb paper's simulator breaks ties (its Kubernetes fork keeps the smallest
+    node name among the top scores, and the names are prefixed from a seeded permutation), and
+    ties are the common case under FGD's integer scores. Stock Kubernetes picks at random at
+    every decision instead, which spreads pods a fixed order would have packed together.
+    """
+
+    def __init__(self) -> None:
+        self._state: ClusterState | None = None
+        self._rank = np.zeros(0, dtype=np.int64)
+
+    def pick(self, state: ClusterState, nodes: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> int:
+        """Index into `nodes` of the top score, ties going to the node first in this run's order."""
+        top = np.flatnonzero(scores == scores.max())
+        if len(top) == 1:
+            return int(top[0])
+        if state is not self._state or len(self._rank) != len(state.stamp):
+            self._state, self._rank = state, rng.permutation(len(state.stamp))
+        return int(top[np.argmin(self._rank[nodes[top]])])
 
 
 # -- gangs --------------------------------------------------------------------------------------
@@ -141,6 +159,9 @@ class BestFit:
     name = "bestfit"
     max_cpu, max_gpu = 128_000, 8 * FULL
 
+    def __init__(self) -> None:
+        self._ties = RunOrder()
+
     def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
         layout = state.layout(job)
         if len(layout) == 1:
@@ -153,7 +174,7 @@ class BestFit:
             raw = ((1 - s) * 100).astype(np.int64)
             lo, hi = raw.min(), raw.max()
             scores = (raw - lo) * 100 // (hi - lo) if hi > lo else np.zeros_like(raw)
-            return _single(state, job, int(nodes[_pick_best(scores, rng)]), None)
+            return _single(state, job, int(nodes[self._ties.pick(state, nodes, scores, rng)]), None)
         groups = gang_groups(state, job, layout[0], len(layout))
         if not groups:
             return None
@@ -178,11 +199,14 @@ class TopologyPacking:
 
     name = "topo"
 
+    def __init__(self) -> None:
+        self._shared = BestFit()
+
     def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
         layout = state.layout(job)
         per_node, count = layout[0], len(layout)
         if count == 1 and (job.fractional or per_node == 0):
-            return BestFit().place(state, job, rng)
+            return self._shared.place(state, job, rng)
         cells = state.cells_for(job.gpu_types)
         if len(cells) == 0:
             return None
