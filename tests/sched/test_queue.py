@@ -1,4 +1,5 @@
-"""Queue policies: fifo, sjf, las (with preemption) and weighted fair share."""
+"""Queue policies: fifo, sjf, las (with preemption), weighted fair share, and what virtual deadlines
+owe a preempted job."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from neocloud.sched.queue import (
     JobRecord,
     LeastAttainedService,
     ShortestJobFirst,
+    VirtualDeadline,
     queue_policy,
 )
 from neocloud.sched.scheduler import Scheduler
@@ -193,3 +195,41 @@ def test_fair_weights_buy_a_bigger_share() -> None:
         sched.submit(Job(f"b{i}", 1, tenant="b", submit_s=i), i)
     started = launched(sched.schedule(10))
     assert sorted(started) == ["a0", "a1", "a2", "b0"]  # 3:1, as weighted
+
+
+# -- virtual deadlines: what a preempted job is owed ----------------------------------------------
+def test_a_preempted_job_is_due_within_the_window_of_its_first_preemption() -> None:
+    q = VirtualDeadline()
+    long, short = JobRecord(Job("long", 1, estimate_s=1e7), 0), JobRecord(Job("short", 1, estimate_s=600), 1)
+    assert q.deadline(long) == 1e7
+    for rec in (long, short):
+        rec.preempted(100.0)
+    long.preempted(5_000.0)  # a later preemption does not move the window on
+    assert long.preemptions == 2 and long.first_preempted_s == 100.0
+    assert q.deadline(long) == 100.0 + q.owed_s
+    assert q.deadline(short) == 600  # its own deadline is earlier: it keeps it
+
+
+def test_a_preempted_long_job_resumes_first_and_is_not_taken_by_work_due_later() -> None:
+    def run(queue: VirtualDeadline) -> tuple[Scheduler, list[list[str]]]:
+        sched = Scheduler(make_fleet(gpus=8), queue=queue)
+        steps = []  # who is preempted at each arrival, and who starts when the short job ends
+        sched.submit(Job("long", 8, estimate_s=1e7), 0)
+        sched.schedule(0)
+        for t, job in ((10, Job("short", 8, estimate_s=600, submit_s=10)),  # due at 610: takes long's GPUs
+                       (20, Job("later", 8, estimate_s=200_000, submit_s=20))):  # due long after the window
+            sched.submit(job, t)
+            steps.append(preempted(sched.schedule(t)))
+        sched.finish("short", 610)
+        steps.append(launched(sched.schedule(610)))
+        late = VirtualDeadline.owed_s + 10  # due at once, but only after long's window has closed
+        sched.submit(Job("late", 8, estimate_s=600, submit_s=late), late)
+        steps.append(preempted(sched.schedule(late)))
+        return sched, steps
+
+    sched, steps = run(VirtualDeadline())
+    assert steps == [["long"], [], ["long"], []]  # it resumes before "later", and "late" cannot take it
+    assert sched.jobs["long"].preemptions == 1 and sched.jobs["late"].state == "PENDING"
+    unowed = VirtualDeadline()
+    unowed.owed_s = float("inf")  # by its own far deadline alone it would wait behind both, and be taken
+    assert run(unowed)[1] == [["long"], [], ["later"], ["later"]]

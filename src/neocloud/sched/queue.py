@@ -31,6 +31,7 @@ class JobRecord:
     started_s: float | None = None
     first_start_s: float | None = None
     preemptions: int = 0
+    first_preempted_s: float | None = None  # when a preemption first stopped it
     key: Key = field(default=())
     pool: str | None = None  # while running: the quota it runs under (a tenant's guarantee, or on-demand)
 
@@ -38,6 +39,12 @@ class JobRecord:
         if self.started_s is None:
             return self.attained_gpu_s
         return self.attained_gpu_s + self.job.gpus * (now - self.started_s)
+
+    def preempted(self, now: float) -> None:
+        """Count a preemption at `now`; the first one's time is kept."""
+        self.preemptions += 1
+        if self.first_preempted_s is None:
+            self.first_preempted_s = now
 
     def remaining_estimate(self, now: float) -> float | None:
         if self.job.estimate_s is None:
@@ -195,6 +202,14 @@ class VirtualDeadline(QueuePolicy):
     and LAS do, yet every job's deadline is fixed while it waits, so later arrivals can overtake
     it only until that deadline: no job starves, whatever its size. A pending job preempts a
     running one whose deadline is later by more than `margin_s`, so near-ties never thrash.
+
+    A preempted job is owed its GPUs back: from its first preemption on, its deadline is at most
+    `owed_s` after that moment. A long job's own deadline is far off, so after a preemption it
+    would wait behind every job due before it: a burst of arrivals could hold it out for as long
+    as they run, and take it again each time it resumes, and such jobs are the JCT's tail. Owed,
+    it waits only for work due within the window, and nothing due later displaces it again: what
+    it loses is bounded by the window, not by its own length. A shorter window cuts the tail
+    further, but the jobs it protects then keep GPUs that a later burst of short jobs needs.
     """
 
     name = "neocloud"
@@ -202,6 +217,7 @@ class VirtualDeadline(QueuePolicy):
     stretch = 1.0
     floor_s = 3_600.0
     margin_s = 3_600.0
+    owed_s = 40 * 3_600.0
 
     def expected_s(self, rec: JobRecord, now: float | None = None) -> float:
         if rec.job.estimate_s is not None:
@@ -209,8 +225,15 @@ class VirtualDeadline(QueuePolicy):
         ran = rec.ran_s + (now - rec.started_s if now is not None and rec.started_s is not None else 0.0)
         return max(2 * ran, self.floor_s)
 
+    def deadline(self, rec: JobRecord, now: float | None = None) -> float:
+        """Submit time plus the stretched expected run, and never later than the window a preemption owes."""
+        deadline = rec.job.submit_s + self.stretch * self.expected_s(rec, now)
+        if rec.first_preempted_s is not None:
+            deadline = min(deadline, rec.first_preempted_s + self.owed_s)
+        return deadline
+
     def key(self, rec: JobRecord, now: float | None = None) -> Key:
-        return (rec.job.priority.rank, rec.job.submit_s + self.stretch * self.expected_s(rec, now), rec.seq)
+        return (rec.job.priority.rank, self.deadline(rec, now), rec.seq)
 
     def running_key(self, rec: JobRecord, now: float) -> Key:
         """A job with no estimate is judged by what it has run so far, so its deadline moves on; one

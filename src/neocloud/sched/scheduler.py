@@ -370,6 +370,6 @@ class Scheduler:
     def _requeue(self, rec: JobRecord, now: float, released: bool = False) -> None:
         """Preempt a running job: it stops, keeping its service so far, and waits in the queue again."""
         self._stop(rec, now, released)
-        rec.preemptions += 1
+        rec.preempted(now)
         rec.state = "PENDING"
         self.queue.add(rec)
