@@ -30,7 +30,8 @@ from tests.sched.test_properties import fleets, jobs
 
 
 def reference_preemption(sched: Scheduler, now: float) -> list[Action]:
-    """The walk as first written: every victim released from the state, then placement asked."""
+    """The walk as first written: every victim released from the state, then placement asked;
+    of the victims taken, those off the nodes the job lands on are spared."""
     queue, state = sched.queue, sched.state
     actions: list[Action] = []
     worst_first: list[JobRecord] | None = None
@@ -46,7 +47,7 @@ def reference_preemption(sched: Scheduler, now: float) -> list[Action]:
         if blocked > sched.preempt_depth:
             break
         taken: list[tuple[JobRecord, Allocation]] = []
-        fits = False
+        fits: Allocation | None = None
         kept = []
         while worst_first and queue.displaces(rec, worst_first[0], now):
             victim = worst_first.pop(0)
@@ -54,13 +55,16 @@ def reference_preemption(sched: Scheduler, now: float) -> list[Action]:
                 kept.append(victim)
                 continue
             taken.append((victim, state.release(victim.job.id)))
-            if sched.placement.place(state, rec.job, sched.rng) is not None:
-                fits = True
+            fits = sched.placement.place(state, rec.job, sched.rng)
+            if fits is not None:
                 break
         for _, alloc in taken:
             state.allocate(alloc)
         worst_first = kept + worst_first
-        if not fits:
+        if fits is not None:  # only the victims on the job's nodes are stopped
+            worst_first = [v for v, a in taken if not set(a.nodes) & set(fits.nodes)] + worst_first
+            taken = [(v, a) for v, a in taken if set(a.nodes) & set(fits.nodes)]
+        if fits is None:
             worst_first = [v for v, _ in taken] + worst_first
             continue
         for victim, _ in taken:
@@ -180,3 +184,19 @@ def test_a_preempting_job_starts_where_its_victims_were_and_they_wait() -> None:
     assert preempted == ["long0", "long1", "long2", "long3"]
     assert sched.jobs["short"].state == "RUNNING" and sched.state.allocations["short"].nodes == (0, 1)
     assert all(sched.jobs[j].state == "PENDING" and sched.jobs[j].preemptions == 1 for j in preempted)
+
+
+def test_a_victim_off_the_nodes_the_job_lands_on_runs_on() -> None:
+    # Node 0 holds a and c (4 GPUs each), node 1 holds b (8). Ranked worst first: a, b, c. Taking
+    # a leaves node 0 short of 8 GPUs; taking b makes node 1 whole and the job lands there, so a,
+    # whose node it does not touch, is spared.
+    sched = Scheduler(make_fleet(nodes_per_leaf=2, gpus=8), queue="neocloud", placement="topo")
+    for name, gpus, estimate in (("a", 4, 900_000.0), ("c", 4, 100_000.0), ("b", 8, 800_000.0)):
+        sched.submit(Job(name, gpus, estimate_s=estimate), 0.0)
+    sched.schedule(0.0)
+    on = {j: sched.state.allocations[j].nodes for j in ("a", "b", "c")}
+    assert on["a"] == on["c"] != on["b"]
+    sched.submit(Job("big", 8, estimate_s=10.0, submit_s=60.0), 60.0)
+    actions = sched.schedule(60.0)
+    assert [a.job_id for a in actions if isinstance(a, Preempt)] == ["b"]
+    assert sched.state.allocations["big"].nodes == on["b"] and "a" in sched.state.allocations

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 def preempt_for_better_queues(sched: Scheduler, now: float) -> list[Action]:
     """Up to `preempt_depth` blocked jobs, in queue order, each take the fewest worst-ranked
-    running jobs that let it fit; the pass then starts them."""
+    running jobs that let it fit, and of those only the ones on the nodes it lands on; the pass
+    then starts them."""
     queue, state = sched.queue, sched.state
     actions: list[Action] = []
     worst_first: deque[JobRecord] | None = None  # ranked once a job is found blocked
@@ -43,7 +44,8 @@ def preempt_for_better_queues(sched: Scheduler, now: float) -> list[Action]:
             break
         taken: list[tuple[JobRecord, Allocation]] = []
         room = Room(state, rec.job)
-        released = fits = False  # whether `taken` are out of the state, for placement to see
+        released = False  # whether `taken` are out of the state, for placement to see
+        fits: Allocation | None = None
         kept = []  # running under another tenant's guarantee: not this job's to take
         while worst_first and queue.displaces(rec, worst_first[0], now):
             victim = worst_first.popleft()
@@ -57,11 +59,18 @@ def preempt_for_better_queues(sched: Scheduler, now: float) -> list[Action]:
             for v, _ in taken[len(taken) - 1 if released else 0:]:
                 state.release(v.job.id)
             released = True
-            if sched.placement.place(state, rec.job, sched.rng) is not None:  # kept for the pass
-                fits = True
+            fits = sched.placement.place(state, rec.job, sched.rng)  # kept for the pass
+            if fits is not None:
                 break
         worst_first.extendleft(reversed(kept))
-        if not fits:
+        if fits is not None:
+            # Only the victims on the nodes the job lands on are needed: the rest run on.
+            spared = [(v, a) for v, a in taken if not set(a.nodes) & set(fits.nodes)]
+            for _, alloc in spared:
+                state.allocate(alloc)
+            worst_first.extendleft(reversed([v for v, _ in spared]))
+            taken = [(v, a) for v, a in taken if set(a.nodes) & set(fits.nodes)]
+        if fits is None:
             if released:  # put them back as they were
                 for _, alloc in taken:
                     state.allocate(alloc)
