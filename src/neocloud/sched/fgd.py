@@ -9,12 +9,12 @@ original trace (`prime`) by frequency until they cover 95% of the pods (equal co
 request first, the paper's order), their frequencies renormalised to sum to 1. (The paper keys the
 models by the spelling of `gpu_spec`, so "V100M16|V100M32" and "V100M16|V100M32|V100M32" are two
 shapes there and one here; the published figures are matched within 0.1 points all the same.)
-The *fragment* of
-a node for a shape t is the idle GPU capacity t could not use there: all of the node's idle GPU
-milli if t asks no GPU, may not run on the node's GPU model, finds fewer than t.num GPUs with
-t.milli free, or lacks CPU; else only the idle milli of the GPUs with less than t.milli free. A
-node's fragmentation is the expected fragment over the typical shapes, frag(node) = sum_t freq_t *
-F(node, t); memory is ignored.
+
+The *fragment* of a node for a shape t is the idle GPU capacity t could not use there: all of the
+node's idle GPU milli if t asks no GPU, may not run on the node's GPU model, finds fewer than
+t.num GPUs with t.milli free, or lacks CPU; else only the idle milli of the GPUs with less than
+t.milli free. A node's fragmentation is the expected fragment over the typical shapes, frag(node)
+= sum_t freq_t * F(node, t); memory is ignored.
 
 A pod goes to the node whose fragmentation grows least: score = int(sigmoid((before - after) /
 1000) * 100). The integer scores tie often, and ties go to the node first in one random order
