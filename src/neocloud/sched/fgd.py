@@ -202,16 +202,19 @@ class RecentIds:
 class ScoredPlacement:
     """A single-node job scored on every node that can take it, scores cached per node and shape.
 
-    Subclasses keep `typical` (the shapes to come), `_arrays` (those shapes against the fleet's
-    GPU models) and `_cache`, and say how to learn (`_observe`), key, score and pick.
+    Subclasses keep `typical` (the shapes to come) and say how to learn (`_observe`), key and
+    score; ties go by the run's order.
     """
 
     name: str
-    typical: TypicalPods | None
-    _arrays: tuple[np.ndarray, ...] | None
-    _cache: ScoreCache
-    _gangs: TopologyPacking
-    _recent: RecentIds
+
+    def __init__(self) -> None:
+        self.typical: TypicalPods | None = None
+        self._arrays: tuple[np.ndarray, ...] | None = None  # the typical shapes against the fleet's GPU models
+        self._cache = ScoreCache()
+        self._ties = RunOrder()
+        self._gangs = TopologyPacking()
+        self._recent = RecentIds()
 
     def place(self, state: ClusterState, job: Job, rng: np.random.Generator) -> Allocation | None:
         if len(state.layout(job)) > 1:
@@ -244,7 +247,7 @@ class ScoredPlacement:
         raise NotImplementedError
 
     def _pick(self, state: ClusterState, nodes: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> int:
-        raise NotImplementedError
+        return self._ties.pick(state, nodes, scores, rng)
 
 
 class FragmentationGradientDescent(ScoredPlacement):
@@ -253,14 +256,9 @@ class FragmentationGradientDescent(ScoredPlacement):
     name = "fgd"
 
     def __init__(self) -> None:
-        self.typical: TypicalPods | None = None
+        super().__init__()
         self._seen: Counter[Shape] = Counter()
         self._primed = False
-        self._arrays: tuple[np.ndarray, ...] | None = None
-        self._cache = ScoreCache()
-        self._ties = RunOrder()
-        self._gangs = TopologyPacking()
-        self._recent = RecentIds()
 
     def prime(self, jobs: list[Job]) -> None:
         """Learn the typical pods from the trace's original pods."""
@@ -284,9 +282,6 @@ class FragmentationGradientDescent(ScoredPlacement):
 
     def _key(self, job: Job) -> object:
         return shape_of(job)
-
-    def _pick(self, state: ClusterState, nodes: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> int:
-        return self._ties.pick(state, nodes, scores, rng)
 
     def _score(self, state: ClusterState, job: Job, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         assert self._arrays is not None

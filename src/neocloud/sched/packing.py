@@ -12,7 +12,7 @@ grows least, with a pull toward fuller nodes, and ties to the node first in the 
 - stranded is the idle GPU milli that the node's CPU and memory can no longer feed, at the
   workload's average CPU and memory per GPU: a GPU left with no CPU or memory is lost to every
   shape, whether or not one typical shape happens to sit just at the threshold (without it the
-  openb `default` trace loses 1.6 points);
+  openb `default` trace loses 1.2 points: `bench/openb_inflate.py --ablation`);
 - waste looks further ahead than frag's one pod: `waste_table` gives, per GPU, the milli it is
   expected to end with if each later pod that fits lands on it, so a remnant that only rare small
   pods can fill counts as lost, and one that two common pods fill exactly does not;
@@ -33,8 +33,6 @@ import numpy as np
 
 from neocloud.model.job import Job
 from neocloud.sched.fgd import (
-    RecentIds,
-    ScoreCache,
     ScoredPlacement,
     Shape,
     TypicalPods,
@@ -43,7 +41,6 @@ from neocloud.sched.fgd import (
     frag,
     shape_of,
 )
-from neocloud.sched.placement import RunOrder, TopologyPacking
 from neocloud.sched.state import FULL, ClusterState
 
 
@@ -85,17 +82,12 @@ class ShapeAwarePacking(ScoredPlacement):
     relearn = 512  # refresh the learned shapes after this many new jobs
 
     def __init__(self) -> None:
+        super().__init__()
         self._counts: Counter[tuple[Shape, int]] = Counter()
         self._cpu_per_gpu = 0.0
         self._mem_per_gpu = 0.0
         self._seen_since = 0
-        self.typical: TypicalPods | None = None
-        self._arrays: tuple[np.ndarray, ...] | None = None
         self._waste = np.zeros(FULL + 1)
-        self._cache = ScoreCache()
-        self._ties = RunOrder()
-        self._gangs = TopologyPacking()
-        self._recent = RecentIds()
 
     # -- the workload still to come ---------------------------------------------------------------
     def prime(self, jobs: list[Job]) -> None:
@@ -139,9 +131,6 @@ class ShapeAwarePacking(ScoredPlacement):
     # -- placement ----------------------------------------------------------------------------
     def _key(self, job: Job) -> object:
         return (shape_of(job), job.memory_mib)
-
-    def _pick(self, state: ClusterState, nodes: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> int:
-        return self._ties.pick(state, nodes, scores, rng)
 
     def _value(self, left: np.ndarray, cpu: np.ndarray, mem: np.ndarray, gtype: np.ndarray) -> np.ndarray:
         """Fragmented, stranded and expected-wasted idle GPU milli (lower is better)."""

@@ -65,11 +65,12 @@ def preempt_for_better_queues(sched: Scheduler, now: float) -> list[Action]:
         worst_first.extendleft(reversed(kept))
         if fits is not None:
             # Only the victims on the nodes the job lands on are needed: the rest run on.
-            spared = [(v, a) for v, a in taken if not set(a.nodes) & set(fits.nodes)]
+            lands = set(fits.nodes)
+            spared = [(v, a) for v, a in taken if lands.isdisjoint(a.nodes)]
+            taken = [(v, a) for v, a in taken if not lands.isdisjoint(a.nodes)]
             for _, alloc in spared:
                 state.allocate(alloc)
             worst_first.extendleft(reversed([v for v, _ in spared]))
-            taken = [(v, a) for v, a in taken if set(a.nodes) & set(fits.nodes)]
         if fits is None:
             if released:  # put them back as they were
                 for _, alloc in taken:
