@@ -96,8 +96,9 @@ class Client:
         raise AssertionError("unreachable")
 
     # -- jobs -----------------------------------------------------------------------------------
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", "/v1/jobs", json=spec)
+    def submit(self, spec: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Queue a job; a dry run answers when and where it would start, and queues nothing."""
+        return self._call("POST", "/v1/jobs", json=spec, params={"dry_run": "true"} if dry_run else None)
 
     def jobs(self, state: str | None = None, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         params = {k: v for k, v in {"state": state, "tenant": tenant, "limit": limit}.items() if v is not None}

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from asyncio import wrap_future
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from neocloud.api.auth import Principal, caller
-from neocloud.api.schemas import MAX_ID, NAME, EventOut, JobOut, JobSpec, LogsOut, QueueEntry
+from neocloud.api.schemas import (
+    MAX_ID,
+    NAME,
+    DryRunOut,
+    EventOut,
+    JobOut,
+    JobSpec,
+    LogsOut,
+    QueueEntry,
+)
 from neocloud.backends.base import read_file
 from neocloud.control.controller import DEFAULT_TENANT, NotFound
+from neocloud.control.forecasts import Base, Forecasts
 from neocloud.store.tables import JobEvent, JobRow
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -22,20 +34,25 @@ Caller = Annotated[Principal, Depends(caller)]
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_LOG_CHUNK = 1 << 20
 STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+ACTIVE = ("PENDING", "RUNNING")
+DRY_RUN_TRIES = 4  # a dry run waits this many times for the loop's share to allow a snapshot
 
 
-def job_dict(row: JobRow) -> dict:
-    """A job as JSON, in `JobOut`'s shape."""
+def job_dict(row: JobRow, expected: tuple[float | None, float | None] = (None, None)) -> dict:
+    """A job as JSON, in `JobOut`'s shape; `expected`: its forecast start and end."""
     return {"id": row.id, "name": row.name, "tenant": row.tenant, "state": row.state, "priority": row.priority,
             "gpus": row.gpus, "command": row.spec["command"], "submitted_at": row.submitted_at,
             "started_at": row.started_at, "ended_at": row.ended_at, "attempts": row.attempts,
             "placement": row.placement, "exit_code": row.exit_code, "reason": row.reason,
-            "cancel_requested": row.cancel_requested, "spec": row.spec}
+            "cancel_requested": row.cancel_requested, "spec": row.spec, "expected_start": expected[0],
+            "expected_end": expected[1]}
 
 
-def job_out(row: JobRow) -> JobOut:
-    """A job as the API's model, for routes that return `JobOut` itself."""
-    return JobOut(**job_dict(row))
+def job_out(row: JobRow, forecasts: Forecasts | None = None, now: float = 0.0) -> JobOut:
+    """A job as the API's model, for routes that return `JobOut` itself; with `forecasts`, a pending
+    or running job's expected start and end."""
+    expected = forecasts.of(str(row.id), now) if forecasts is not None and row.state in ACTIVE else (None, None)
+    return JobOut(**job_dict(row, expected))
 
 
 def own_job(request: Request, who: Principal, job_id: int) -> JobRow:
@@ -55,10 +72,36 @@ def submission(spec: JobSpec, who: Principal) -> tuple[str, dict[str, Any]]:
     return tenant, spec.model_dump(exclude={"tenant"}, mode="json")
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses={422: {"description": "Invalid or unsatisfiable spec"}})
-async def submit(spec: JobSpec, request: Request, who: Caller) -> JSONResponse:
+@router.post("/jobs", status_code=201, response_model=JobOut,
+             responses={200: {"model": DryRunOut, "description": "A dry run's answer: nothing was queued"},
+                        422: {"description": "Invalid or unsatisfiable spec"}})
+async def submit(spec: JobSpec, request: Request, who: Caller,
+                 dry_run: Annotated[bool, Query(description="Answer when and where the job would start, by the "
+                                                            "live forecast, without queueing it.")] = False,
+                 ) -> JSONResponse:
     tenant, body = submission(spec, who)
-    row = await wrap_future(request.app.state.service.controller.submit(tenant, body))
+    controller = request.app.state.service.controller
+    if dry_run:
+        for _ in range(DRY_RUN_TRIES):
+            base, job = await wrap_future(controller.dry_run(tenant, body))
+            if isinstance(base, Base):
+                break
+            await asyncio.sleep(base)
+        else:
+            raise HTTPException(503, "the forecast is busy with other dry runs; try again in a few seconds")
+        out = await run_in_threadpool(controller.forecasts.dry_run, base, job)
+        start, end = out.start.get(job.id), out.end.get(job.id)
+        nodes, gpus = out.where.get(job.id, ((), ()))
+        now = controller.clock()
+        answer = DryRunOut(name=job.name, tenant=tenant, gpus=job.gpus,
+                           expected_start=None if start is None else max(start, now),
+                           expected_end=None if end is None else max(end, now),
+                           placement=[{"node": controller.fleet.nodes[n].name, "gpus": list(g)}
+                                      for n, g in zip(nodes, gpus)] or None,
+                           reason=out.why if start is not None else "not expected to start within 30 days"
+                           + (f": {out.why}" if out.why else ""))
+        return JSONResponse(answer.model_dump(), status_code=200)
+    row = await wrap_future(controller.submit(tenant, body))
     # The hot path: answer in JobOut's shape without building and validating a model.
     return JSONResponse(job_dict(row), status_code=201)
 
@@ -79,13 +122,15 @@ def list_jobs(request: Request, who: Caller,
         q = q.where(JobRow.state == state)
     if before:
         q = q.where(JobRow.id < before)
-    with request.app.state.service.sessions() as s:
-        return [job_out(r) for r in s.scalars(q)]
+    service = request.app.state.service
+    with service.sessions() as s:
+        return [job_out(r, service.controller.forecasts, service.controller.clock()) for r in s.scalars(q)]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"description": "No such job"}})
 def get_job(job_id: JobId, request: Request, who: Caller) -> JobOut:
-    return job_out(own_job(request, who, job_id))
+    controller = request.app.state.service.controller
+    return job_out(own_job(request, who, job_id), controller.forecasts, controller.clock())
 
 
 @router.delete("/jobs/{job_id}", response_model=JobOut, responses={404: {"description": "No such job"}})
@@ -157,7 +202,7 @@ async def queue(request: Request, who: Caller,
     and why it waits; a page at a time."""
     service = request.app.state.service
     entries, _ = await wrap_future(service.controller.view(queue_reader(who, limit, offset)))
-    return queue_entries(entries, service.controller.clock())
+    return queue_entries(entries, service.controller.clock(), service.controller.forecasts)
 
 
 QueuePage = tuple[list[tuple], int | None]  # the page's jobs as queue_entries takes them; how many are queued
@@ -182,10 +227,11 @@ def queue_reader(who: Principal, limit: int, offset: int = 0, *, count: bool = F
     return read
 
 
-def queue_entries(page: list[tuple], now: float) -> list[QueueEntry]:
+def queue_entries(page: list[tuple], now: float, forecasts: Forecasts) -> list[QueueEntry]:
     """A page read by `queue_reader`, as the API answers it (built outside the controller's turn)."""
     return [QueueEntry(position=i + 1, id=int(jid), tenant=t, name=name, priority=p, gpus=g,
-                       waiting_s=max(now - sub, 0), reason=why) for i, jid, t, name, p, g, sub, why in page]
+                       waiting_s=max(now - sub, 0), reason=why, expected_start=forecasts.of(jid, now)[0])
+            for i, jid, t, name, p, g, sub, why in page]
 
 
 def _decode(data: bytes) -> tuple[str, int]:

@@ -205,6 +205,12 @@ class JobSpec(Input):
         return self
 
 
+EXPECTED_START = ("When a pending job is expected to start (seconds since the epoch), by the production scheduler "
+                  "run forward from the live state with running jobs ending at their estimates; null when not yet "
+                  "forecast or not within 30 days.")
+EXPECTED_END = "When the job is expected to end by its estimate (seconds since the epoch); null without an estimate."
+
+
 class JobOut(BaseModel):
     id: int
     name: str
@@ -222,6 +228,20 @@ class JobOut(BaseModel):
     reason: str
     cancel_requested: bool
     spec: dict[str, Any]
+    expected_start: float | None = Field(None, description=EXPECTED_START)
+    expected_end: float | None = Field(None, description=EXPECTED_END)
+
+
+class DryRunOut(BaseModel):
+    """What a submit would get, by the live forecast; nothing is queued."""
+
+    name: str
+    tenant: str
+    gpus: float
+    expected_start: float | None = Field(description=EXPECTED_START)
+    expected_end: float | None = Field(description=EXPECTED_END)
+    placement: list[dict[str, Any]] | None = Field(description="The nodes and GPUs it would start on.")
+    reason: str = Field(description="Why it would not start at once, or why no start is in view.")
 
 
 class GoodputOut(BaseModel):
@@ -375,6 +395,7 @@ class QueueEntry(BaseModel):
     gpus: float
     waiting_s: float
     reason: str = ""  # why it waits: quota, capacity, topology, shape, reservation, held
+    expected_start: float | None = Field(None, description=EXPECTED_START)
 
 
 class TenantIn(Input):

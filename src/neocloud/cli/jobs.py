@@ -4,6 +4,7 @@ is one or two API calls through `neocloud.client`."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -12,10 +13,21 @@ from rich.table import Table
 
 from neocloud.cli.main import app, console, err
 from neocloud.cli.options import Server, Token, node_app, tenant_app
-from neocloud.cli.options import when as _when
 from neocloud.cli.options import client as _client
+from neocloud.cli.options import when as _when
 from neocloud.client import read_spec
 from neocloud.errors import NeocloudError
+
+
+def _eta(at: float | None) -> str:
+    """A time to come, as a date and how far off it is: '2026-12-01 20:31:05 (in 4m 10s)'."""
+    if at is None:
+        return "-"
+    left = max(at - time.time(), 0.0)
+    h, rest = divmod(int(left), 3600)
+    off = f"{h}h {rest // 60:02d}m" if h else f"{rest // 60}m {rest % 60:02d}s" if rest >= 60 else f"{rest}s"
+    return f"{_when(at)} (in {off})"
+
 
 def _placement(p: list[dict[str, Any]] | None) -> str:
     return " ".join(f"{x['node']}[{','.join(map(str, x['gpus']))}]" for x in p or [])
@@ -24,13 +36,23 @@ def _placement(p: list[dict[str, Any]] | None) -> str:
 @app.command()
 def submit(spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.")],
            tenant: Annotated[Optional[str], typer.Option(help="Submit for this tenant (admin token).")] = None,
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="Say when and where it would start, by the live "
+                                                                  "forecast, and queue nothing.")] = False,
            server: Server = None, token: Token = None) -> None:
     """Submit a job; print its id."""
     body = read_spec(spec)
     if tenant:
         body["tenant"] = tenant
-    job = _client(server, token).submit(body)
-    console.print(f"job {job['id']} ({job['name']}) submitted: {job['state']}")
+    job = _client(server, token).submit(body, dry_run=dry_run)
+    if not dry_run:
+        console.print(f"job {job['id']} ({job['name']}) submitted: {job['state']}")
+        return
+    if job["expected_start"] is None:
+        console.print(f"{job['name']} would not start within 30 days: {job['reason']} (nothing was queued)")
+        return
+    console.print(f"{job['name']} would start {_eta(job['expected_start'])} on {_placement(job['placement'])}"
+                  + (f", and end {_eta(job['expected_end'])}" if job["expected_end"] else "")
+                  + (f"; until then: {job['reason']}" if job["reason"] else "") + " (nothing was queued)")
 
 
 @app.command("jobs")
@@ -57,6 +79,9 @@ def show_job(job_id: int, server: Server = None, token: Token = None) -> None:
     table.add_row("placement", _placement(j["placement"]))
     for key in ("submitted_at", "started_at", "ended_at"):
         table.add_row(key.removesuffix("_at"), _when(j[key]))
+    for key in ("expected_start", "expected_end"):
+        if j.get(key) is not None:
+            table.add_row(key.replace("_", " "), _eta(j[key]))
     console.print(table)
     events = Table("when", "event", "detail", title="events")
     for e in c.events(job_id):
@@ -97,10 +122,10 @@ def cancel(job_id: int, server: Server = None, token: Token = None) -> None:
 @app.command()
 def queue(server: Server = None, token: Token = None) -> None:
     """Pending jobs in the order the scheduler will try them, and why each waits."""
-    table = Table("#", "id", "name", "tenant", "priority", "GPUs", "waiting", "why")
+    table = Table("#", "id", "name", "tenant", "priority", "GPUs", "waiting", "expected start", "why")
     for q in _client(server, token).queue():
         table.add_row(str(q["position"]), str(q["id"]), q["name"], q["tenant"], q["priority"], f"{q['gpus']:g}",
-                      f"{q['waiting_s']:.0f} s", q.get("reason", ""))
+                      f"{q['waiting_s']:.0f} s", _eta(q.get("expected_start")), q.get("reason", ""))
     console.print(table)
 
 

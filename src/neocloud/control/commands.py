@@ -18,11 +18,12 @@ from neocloud.backends.base import Backend
 from neocloud.control import records
 from neocloud.control.billing import Billing
 from neocloud.control.failures import Failures
+from neocloud.control.forecasts import DRY_RUN, Base, Forecasts
 from neocloud.control.jobs import Jobs, job_of
 from neocloud.control.metrics import Metrics
 from neocloud.control.nodes import Nodes
 from neocloud.errors import NeocloudError
-from neocloud.model.job import SYSTEM
+from neocloud.model.job import SYSTEM, Job
 from neocloud.model.lifecycle import LifecycleError, Stage, stage
 from neocloud.sched.scheduler import Scheduler
 from neocloud.store.tables import ContractRow, JobRow, PriceRow, Tenant, Token
@@ -50,6 +51,7 @@ def digest(token: str) -> str:
 class Commands:
     # What the controller holds (see controller.py), as the commands use it.
     sched: Scheduler
+    forecasts: Forecasts
     jobs: Jobs
     nodes: Nodes
     failures: Failures
@@ -72,16 +74,19 @@ class Commands:
     def set_quotas(self, now: float) -> None:
         raise NotImplementedError
 
+    def _may_submit(self, tenant: str, spec: dict[str, Any], now: float) -> None:
+        if tenant not in self.tenants:
+            raise NotFound(f"no tenant {tenant!r}")
+        if self.only_tenant not in (None, tenant):
+            raise Refused(f"the {self.backend.name} backend cannot keep tenants apart ({self.backend.isolation}), "
+                          f"so it serves one tenant, {self.only_tenant!r}: a job of {tenant!r} is refused. Start "
+                          "neocloud up with --only-tenant NAME to serve another, or --trust-tenants if they "
+                          "trust each other")
+        self.sched.check(job_of(spec["name"], tenant, spec, now))  # refused with its name, not an id
+
     def submit(self, tenant: str, spec: dict[str, Any]) -> Future[JobRow]:
         def run(s: Session, now: float) -> JobRow:
-            if tenant not in self.tenants:
-                raise NotFound(f"no tenant {tenant!r}")
-            if self.only_tenant not in (None, tenant):
-                raise Refused(f"the {self.backend.name} backend cannot keep tenants apart ({self.backend.isolation}), "
-                              f"so it serves one tenant, {self.only_tenant!r}: a job of {tenant!r} is refused. Start "
-                              "neocloud up with --only-tenant NAME to serve another, or --trust-tenants if they "
-                              "trust each other")
-            self.sched.check(job_of(spec["name"], tenant, spec, now))  # refused with its name, not an id
+            self._may_submit(tenant, spec, now)
             job_id = self.new_id()
             job = job_of(str(job_id), tenant, spec, now)
             row = JobRow(id=job_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
@@ -93,6 +98,15 @@ class Commands:
             records.event(s, row.id, now, "submitted", f"{job.gpus:g} GPU(s), {job.priority.value}")
             self.metrics.submitted.inc()
             return row
+
+        return self.call(run, checked=True)
+
+    def dry_run(self, tenant: str, spec: dict[str, Any]) -> Future[tuple[Base | float, Job]]:
+        """A submit's checks, then the snapshot to forecast the job in (off the loop:
+        `forecasts.dry_run`), or how long to wait for one. Nothing is written and no id is taken."""
+        def run(s: Session, now: float) -> tuple[Base | float, Job]:
+            self._may_submit(tenant, spec, now)
+            return self.forecasts.current(self.sched, now), job_of(DRY_RUN, tenant, spec, now)
 
         return self.call(run, checked=True)
 

@@ -36,6 +36,7 @@ from neocloud.control.checks import CHECK_COMMAND, Checks
 from neocloud.control.commands import Commands, Conflict, NotFound, Refused, digest
 from neocloud.control.degraded import Degraded
 from neocloud.control.failures import Failures
+from neocloud.control.forecasts import Forecasts
 from neocloud.control.jobs import Jobs
 from neocloud.control.metrics import Metrics
 from neocloud.control.nodes import Nodes
@@ -107,6 +108,7 @@ class Controller(Commands):
         self._synced_at = float("-inf")
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
+        self.forecasts = Forecasts()
         self._reset()
 
     def _reset(self) -> None:
@@ -148,6 +150,7 @@ class Controller(Commands):
         if self.watcher.started:
             self.watcher.stop()
         self._carrier.shutdown(wait=True)
+        self.forecasts.stop()
         self.backend.close()
         if self.leadership is not None:
             self.leadership.release()
@@ -294,6 +297,7 @@ class Controller(Commands):
         for call in self._after:  # stops come before launches: they were booked first
             self._carrier.submit(call)
         self._after.clear()
+        self.forecasts.after_turn(self.sched, now)
 
     def _command(self, s: Session, c: _Command, now: float) -> tuple[_Command, Any, NeocloudError | None]:
         """Run one command in a savepoint: if it raises, what it wrote is undone, the turn goes on."""

@@ -59,6 +59,14 @@ class JobRecord:
         est = self.remaining_estimate(self.started_s)
         return self.started_s + est if est is not None else float("inf")
 
+    def __deepcopy__(self, memo: dict[int, object]) -> JobRecord:
+        """A copy for a snapshot of the scheduler (sched/forecast.py): every field is a plain value
+        but the job's request, which nothing changes, so it is shared."""
+        new = object.__new__(JobRecord)
+        for name in JobRecord.__slots__:
+            setattr(new, name, getattr(self, name))
+        return new
+
 
 class QueuePolicy:
     """Pending jobs in a sorted list under a key fixed while they wait."""

@@ -244,6 +244,12 @@ class Scheduler:
         return actions
 
     @property
+    def changes(self) -> tuple[int, int, int]:
+        """Moves whenever what the pass decides from may have: allocations and cordons, submissions,
+        the queue's length (a cancel, a hold). A forecast taken at one mark holds while it stands."""
+        return (self.state.changes, self._seq, len(self.queue))
+
+    @property
     def reservation(self) -> Reservation | None:
         """The blocked head's reservation, as the last pass left it. A pass that had no job behind
         the head to place did not need one: it is worked out when first asked for, from the jobs

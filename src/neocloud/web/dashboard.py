@@ -348,7 +348,8 @@ EVENTS_SHOWN = 200  # a job's newest events its page shows
 def _work(request: Request, who: Principal) -> dict[str, Any]:
     """The jobs page's tables: the head of the queue in one controller turn, then two statements."""
     page, total = views.view(request, jobs.queue_reader(who, QUEUE_SHOWN, count=True))
-    queue = jobs.queue_entries(page, request.app.state.service.controller.clock())
+    controller = request.app.state.service.controller
+    queue = jobs.queue_entries(page, controller.clock(), controller.forecasts)
     running = jobs.list_jobs(request, who, state="RUNNING", limit=RUNNING_SHOWN + 1)
     recent = jobs.list_jobs(request, who, limit=RECENT_SHOWN)
     return {"queue": queue, "queued": total, "running": running[:RUNNING_SHOWN],
@@ -440,7 +441,9 @@ def _job(raw_id: str, request: Request, template: str) -> HTMLResponse:
             size = 0
         log = jobs.log_chunk(request, row, 0, "stdout", max(size - LOG_TAIL, 0), LOG_TAIL).text
     events = jobs.latest_events(request, job_id, EVENTS_SHOWN)
-    return _page(request, template, who, job=jobs.job_out(row), events=events, log=log)
+    controller = request.app.state.service.controller
+    return _page(request, template, who, job=jobs.job_out(row, controller.forecasts, controller.clock()), events=events,
+                 log=log)
 
 
 @router.post("/jobs/{job_id}/cancel")
