@@ -12,7 +12,14 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from neocloud.cli import options
@@ -114,12 +121,23 @@ def simulate(
     contracts: Annotated[Optional[Path], typer.Option(help="A contract book (YAML): each tenant's contracted GPUs "
                                                            "are its guarantee throughout the replay.")] = None,
     borrowing: Annotated[bool, typer.Option(help="Lend idle guaranteed GPUs (taken back by preemption).")] = True,
+    failures: Annotated[str, typer.Option(help="Node and component failures over every node: llama3 (Llama 3's "
+                                               "published rates), none, or a YAML/JSON file of causes.")] = "none",
+    spares_per_fabric: Annotated[int, typer.Option(min=0, help="Hot spares the health policy holds in each fabric "
+                                                               "(with --failures).")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Write the report as JSON here.")] = None,
 ) -> None:
-    """Replay a trace through the scheduler on a simulated clock and report JCT, waits, utilisation."""
+    """Replay a trace through the scheduler on a simulated clock and report JCT, waits, utilisation;
+    with --failures, nodes fail and the production health policy stops, requeues and restarts jobs."""
     from neocloud.fleet.loader import load_fleet
+    from neocloud.sim.faults import FailureModel, causes_named
     from neocloud.sim.traces import load_trace
 
+    model = None if failures == "none" else \
+        FailureModel(causes_named(failures), name=failures if failures == "llama3" else Path(failures).name,
+                     spares_per_fabric=spares_per_fabric)
+    if model is not None and inflate is not None:
+        raise NeocloudError("--inflate has no clock for failures to happen on; drop --failures or --inflate")
     the_fleet = load_fleet(fleet)
     the_trace = load_trace(trace, trace_format)
     err.print(f"replaying {len(the_trace):,} jobs on {the_fleet.total_gpus:,} GPUs "
@@ -128,7 +146,8 @@ def simulate(
         if inflate is not None:
             report = _inflate(the_fleet, the_trace, policy, placement, seed, inflate, tick)
         else:
-            from neocloud.sim.engine import simulate as run, with_arrival_scale
+            from neocloud.sim.engine import simulate as run
+            from neocloud.sim.engine import with_arrival_scale
 
             quotas: dict[str, float] | None = None
             if contracts is not None:
@@ -139,7 +158,7 @@ def simulate(
                     quotas[c.tenant] = quotas.get(c.tenant, 0) + c.gpus
             report = run(the_fleet, with_arrival_scale(the_trace, arrival_scale), policy=policy,
                          placement=placement, backfill=backfill, seed=seed, estimates=estimates,
-                         progress=tick, quotas=quotas, borrowing=borrowing).to_dict()
+                         progress=tick, quotas=quotas, borrowing=borrowing, failures=model).to_dict()
             report["arrival_scale"] = arrival_scale
     _print_report(report)
     if out is not None:
@@ -150,28 +169,35 @@ def simulate(
 
 @app.command()
 def failures(
-    scenario: Annotated[str, typer.Option(help="plain (10-minute timeout, no spares, hourly checkpoints) or "
-                                               "neocloud (health checks, hot spares, Daly's interval).")] = "neocloud",
-    seeds: Annotated[int, typer.Option(min=1, max=10_000, help="Runs, seeds 0 to N-1.")] = 10,
+    scenario: Annotated[str, typer.Option(help="plain (10-minute timeout, no spares, hourly checkpoints), neocloud "
+                                               "(health checks, hot spares, Daly's interval), async (+ asynchronous "
+                                               "checkpoints) or peers (+ in-memory checkpoints on peers).")] = "neocloud",
+    seeds: Annotated[int, typer.Option(min=1, max=10_000, help="Runs, seeds 0 to N-1.")] = 3,
     gpus: Annotated[Optional[int], typer.Option(help="GPUs of the job (default 16,384, as Llama 3).")] = None,
     days: Annotated[Optional[float], typer.Option(help="Length of the run (default 54 days).")] = None,
     checkpoint_s: Annotated[Optional[float], typer.Option(help="Blocking cost of one checkpoint save, s.")] = None,
     restart_s: Annotated[Optional[float], typer.Option(help="Restart once the nodes are ready, s.")] = None,
     interval: Annotated[Optional[str], typer.Option(help="Checkpoint interval in seconds, or 'auto' (Daly).")] = None,
-    spares: Annotated[Optional[int], typer.Option(help="Hot spare nodes per fabric.")] = None,
+    spares: Annotated[Optional[int], typer.Option(min=0, help="Hot spare nodes in the job's fabric.")] = None,
+    failures: Annotated[str, typer.Option("--failures", help="llama3 (Llama 3's rates) or a YAML/JSON file of "
+                                                             "causes.")] = "llama3",
 ) -> None:
-    """Play one large training job against failures at Llama 3's rates; ETTR and what was lost, by cause."""
+    """Play one large training job against failures on the twin's engine and the production health
+    policy; ETTR beside the first-order model, and what was lost, by cause."""
     from neocloud.sim.failures import LOSSES, SCENARIOS, run
+    from neocloud.sim.faults import causes_named
 
     if scenario not in SCENARIOS:
         raise NeocloudError(f"unknown scenario {scenario!r}; choose one of: {', '.join(SCENARIOS)}")
-    given: dict[str, float | str | None] = {"gpus": gpus, "days": days, "checkpoint_s": checkpoint_s, "restart_s": restart_s,
-             "spares_per_fabric": spares}
+    given: dict[str, object] = {"gpus": gpus, "days": days, "checkpoint_s": checkpoint_s, "restart_s": restart_s,
+                                "spares": spares}
     if interval is not None:
         try:
             given["interval_s"] = interval if interval == "auto" else float(interval)
         except ValueError:
             raise NeocloudError(f"--interval takes seconds or 'auto', got {interval!r}") from None
+    if failures != "llama3":
+        given["causes"] = causes_named(failures)
     s = SCENARIOS[scenario](**{k: v for k, v in given.items() if v is not None})
     with _progress("runs") as bar:
         task = bar.add_task("runs", total=seeds)
@@ -186,9 +212,12 @@ def failures(
     table.add_row("ETTR (twin, mean)", f"{100 * sum(ettr) / len(ettr):.2f}%")
     table.add_row("ETTR (first-order model)", f"{100 * s.analytic():.2f}%")
     table.add_row("interruptions per run", f"{sum(o.interruptions for o in outcomes) / seeds:.1f}")
+    table.add_row("restarts in place per run", f"{sum(o.restarts_in_place for o in outcomes) / seeds:.1f}")
     table.add_row("checkpoint interval", f"{sum(o.mean_interval_s for o in outcomes) / seeds / 60:.1f} min")
     for what in LOSSES:
         table.add_row(f"lost to {what}", f"{sum(o.lost[what] for o in outcomes) / seeds / 3600:,.1f} h")
+    for stage in ("triage", "repair", "burn-in", "hot spare"):
+        table.add_row(f"node-hours in {stage}", f"{sum(o.node_h.get(stage, 0.0) for o in outcomes) / seeds:,.0f}")
     console.print(table)
 
 
@@ -266,6 +295,8 @@ def _print_report(report: dict) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     for key, value in report.items():
+        if key == "failures":
+            continue
         if key == "allocation_at":
             marks = [k for k in ("50", "80", "100", "110", "120", "130") if k in value]
             value = "  ".join(f"{k}%→{value[k]:.2f}%" for k in marks)
@@ -276,6 +307,32 @@ def _print_report(report: dict) -> None:
             value = f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
         table.add_row(key, str(value))
     console.print(table)
+    if "failures" in report:
+        _print_failures(report["failures"])
+
+
+def _print_failures(f: dict) -> None:
+    """What failures cost: goodput, lost GPU-hours by cause, node-hours by stage, by job size."""
+    table = Table(title=f"failures: {f['failures']} ({f['per_1000_gpu_days']:g} per 1,000 GPU-days)",
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key in ("faults", "interruptions", "restarts_in_place", "restart_capped"):
+        table.add_row(key, f"{f[key]:,}")
+    table.add_row("goodput", f"{100 * f['goodput']:.2f}%")
+    table.add_row("ETTR", f"{100 * f['ettr']:.2f}%")
+    for what, gpu_h in f["lost_gpu_h"].items():
+        table.add_row(f"lost GPU-h: {what}", f"{gpu_h:,.1f}")
+    for stage, node_h in f["node_h"].items():
+        table.add_row(f"node-h: {stage}", f"{node_h:,.1f}")
+    console.print(table)
+    sizes = Table(title="by job size")
+    for col in ("GPUs", "jobs", "goodput", "ETTR", "interruptions", "restart capped"):
+        sizes.add_column(col, justify="right")
+    for label, row in f["by_size"].items():
+        sizes.add_row(label, f"{row['jobs']:,}", f"{100 * row['goodput']:.2f}%", f"{100 * row['ettr']:.2f}%",
+                      f"{row['interruptions']:,}", f"{row['restart_capped']:,}")
+    console.print(sizes)
 
 
 app.add_typer(options.node_app, name="node")

@@ -1,7 +1,8 @@
 """Each node's stage and hot-spare mark, and the moves a signal, an operator or the engine sets off.
 
 A move that stops jobs (triage, repair, RMA) names the jobs it interrupts and releases a spare of
-the same fabric for them; a node back in production, or a spare lost, refills the fabric's pool;
+the same fabric for each node they lose (the failed one, and any of theirs already drained or
+cordoned); a node back in production, or a spare lost, refills the fabric's pool;
 an NVLink domain with more than `domain_limit` nodes out is cordoned whole (its jobs could not
 keep their shape in it). Costs follow the nodes moved, never the fleet's size.
 """
@@ -111,7 +112,7 @@ class HealthPolicy:
             jobs = self.jobs_on(name)
             for job in jobs:
                 moved.interrupted.setdefault(job, f"node {name} went to {to.value}: {reason}")
-            if jobs:
+            for _ in range(1 + self._out_under(jobs, name) if jobs else 0):
                 self._release_spare(self._fabric[name], moved)
         self._apply(name)
         if to == Stage.PRODUCTION or was_spare:  # back in service, or a spare lost: the pool is refilled
@@ -174,6 +175,12 @@ class HealthPolicy:
             if self._fabric[name] == fabric:
                 self._mark(name, False, moved)
                 return
+
+    def _out_under(self, jobs: list[str], name: str) -> int:
+        """Other nodes of these jobs already out of production (drained, cordoned): they will not take
+        the jobs back, so each needs a spare as the failed node does."""
+        nodes = {n for job in jobs for n in self.state.allocations[job].nodes} - {self.ids[name]}
+        return sum(1 for n in nodes if self.stage[self.fleet.nodes[n].name] != Stage.PRODUCTION)
 
     def _domain(self, name: str, moved: Moved) -> None:
         """Cordon an NVLink domain whole once more than `domain_limit` of its nodes are out."""

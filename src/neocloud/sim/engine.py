@@ -4,14 +4,18 @@ The scheduler never sees true durations; the engine knows them and turns each La
 finish event, at the consolidated speed when the gang sits on as few nodes of one leaf as it
 can, else at the trace's measured spread speed. A preempted job keeps its progress up to its
 last checkpoint (a suspend-to-checkpoint when it names no interval) and pays a restart cost.
+
+With a failure model, nodes fail at its rates and the production health policy, driven by
+`recovery`, stops, requeues and restarts their jobs; without one the replay is exactly as before.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from sortedcontainers import SortedList
@@ -21,25 +25,13 @@ from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.sched.scheduler import Scheduler
 from neocloud.sched.state import FULL
+from neocloud.sim.faults import FailureModel
+from neocloud.sim.recovery import Recovery
 from neocloud.sim.report import JobOutcome, Report, summarise
-from neocloud.sim.trace import Trace, TraceJob
+from neocloud.sim.runs import Run
+from neocloud.sim.trace import Trace
 
-ARRIVE, FINISH, WAKE = 0, 1, 2  # at one instant: arrivals and finishes first, then one pass
-
-
-@dataclass(slots=True)
-class _Run:
-    trace: TraceJob
-    done: float = 0.0  # fraction of the work completed
-    started: float = 0.0
-    duration: float = 0.0  # of the whole job at the current placement's speed
-    overhead: float = 0.0  # restart cost paid at the start of the current run
-    version: int = 0
-    first_start: float | None = None
-    end: float | None = None
-    gpu_s: float = 0.0
-    spread_runs: int = 0
-    preemptions: int = 0
+ARRIVE, FINISH, WAKE = 0, 1, 2  # at one instant: arrivals and finishes first, node events, then one pass
 
 
 NOISE_SIGMA = 1.0  # log-normal spread of noisy estimates: half are low, one in ten is 3.6x too high
@@ -90,11 +82,17 @@ def simulate(
     progress: Callable[[int, int], None] | None = None,
     quotas: dict[str, float] | None = None,
     borrowing: bool = True,
+    observe: Callable[[Scheduler, float, list[str]], None] | None = None,
+    failures: FailureModel | None = None,
+    until: float | None = None,
 ) -> Report:
     """Replay `trace` on `fleet`. With `quotas` (GPUs guaranteed per tenant, as reserved contracts
     give them) the report says, per tenant, the GPU-hours its guarantee owed it (what it held within
     the guarantee, plus the waiting jobs that would fit in the rest) and those delivered (held);
-    `borrowing=False` keeps idle guarantees idle."""
+    `borrowing=False` keeps idle guarantees idle. `observe(scheduler, now, arrived)` is called after
+    each instant's pass with the jobs that arrived at it (to take forecasts as a tenant would).
+    `failures`: nodes fail and are repaired through the health policy (sim/recovery.py); `until`
+    ends the replay at that time, with work still running counted as saved."""
     wall = time.perf_counter()
     trace = with_estimates(trace, estimates, seed)
     sched = Scheduler(fleet, queue=policy, placement=placement, backfill=backfill, seed=seed, quotas=quotas,
@@ -106,12 +104,12 @@ def simulate(
     clock = 0.0
     last_arrival = max((tj.job.submit_s for tj in trace.jobs), default=0.0)
     busy_while_arriving = 0.0  # GPU-seconds held up to the last arrival: utilisation under the open load
-    runs: dict[str, _Run] = {}
+    runs: dict[str, Run] = {}
     heap: list[tuple[float, int, int, str, int]] = []
     seq = 0
     for tj in trace.jobs:
         heap.append((tj.job.submit_s, ARRIVE, seq, tj.job.id, 0))
-        runs[tj.job.id] = _Run(tj)
+        runs[tj.job.id] = Run(tj)
         seq += 1
     heapq.heapify(heap)
     rejected: list[str] = []
@@ -121,8 +119,23 @@ def simulate(
     finished = 0
     leaf: list[int] = sched.state.leaf.tolist()  # each node's leaf, as Python ints: read per launch
 
-    while heap:
-        now = heap[0][0]
+    def arm(job_id: str, end: float | None) -> None:
+        nonlocal seq
+        run = runs[job_id]
+        run.version += 1
+        if end is not None:
+            heapq.heappush(heap, (end, FINISH, seq, job_id, run.version))
+            seq += 1
+
+    recovery = None if failures is None else \
+        Recovery(fleet, sched, runs, failures, seed=seed, restart_s=restart_overhead_s, arm=arm)
+    while heap or (recovery is not None and finished + len(rejected) + len(recovery.capped) < total
+                   and not recovery.settled()):
+        now = heap[0][0] if heap else math.inf
+        if recovery is not None:
+            now = min(now, recovery.next_at())
+        if now == math.inf or (until is not None and now > until):
+            break
         dt = now - clock
         if clock < last_arrival:
             busy_while_arriving += sched.state.used_milli / FULL * (min(now, last_arrival) - clock)
@@ -132,6 +145,7 @@ def simulate(
                 owed[tenant] += (held + _fill(waiting[tenant], guarantee - held)) * dt
                 delivered[tenant] += held * dt
         clock = now
+        arrived: list[str] = []
         while heap and heap[0][0] == now:
             _, kind, _, job_id, version = heapq.heappop(heap)
             events += 1
@@ -142,15 +156,22 @@ def simulate(
             if kind == ARRIVE:
                 try:
                     sched.submit(run.trace.job, now)
+                    arrived.append(job_id)
                     if run.trace.job.tenant in waiting:
                         waiting[run.trace.job.tenant].add(run.trace.job.gpus)
                 except SchedulingError:
                     rejected.append(job_id)
             elif kind == FINISH and version == run.version:
+                if recovery is not None:
+                    recovery.finished(run, now)
                 run.gpu_s += run.trace.job.gpus * (now - run.started)
                 run.end = now
                 sched.finish(job_id, now)
                 finished += 1
+        if recovery is not None:
+            for job_id in recovery.step(now):  # requeued after a failure: waiting again
+                if runs[job_id].trace.job.tenant in waiting:
+                    waiting[runs[job_id].trace.job.tenant].add(runs[job_id].trace.job.gpus)
         for action in sched.schedule(now):
             run = runs[action.job_id]
             if run.trace.job.tenant in waiting:  # a start leaves the wait, a preemption returns to it
@@ -163,18 +184,24 @@ def simulate(
                 run.duration = run.trace.duration_s if consolidated or run.trace.spread_duration_s is None \
                     else run.trace.spread_duration_s
                 run.spread_runs += not consolidated
-                overhead = restart_overhead_s if run.first_start is not None else 0.0
-                run.first_start = now if run.first_start is None else run.first_start
-                run.started, run.overhead = now, overhead
-                run.version += 1
-                end = now + overhead + (1.0 - run.done) * run.duration
-                heapq.heappush(heap, (end, FINISH, seq, action.job_id, run.version))
-                seq += 1
+                if recovery is not None:
+                    end = recovery.launched(run, action.nodes, now)
+                    arm(action.job_id, None if end == math.inf else end)
+                else:
+                    overhead = restart_overhead_s if run.first_start is not None else 0.0
+                    run.first_start = now if run.first_start is None else run.first_start
+                    run.started, run.overhead = now, overhead
+                    arm(action.job_id, now + overhead + (1.0 - run.done) * run.duration)
             elif isinstance(action, Preempt):
                 run.gpu_s += run.trace.job.gpus * (now - run.started)
-                run.done = _progress_kept(run, now)
+                if recovery is not None:
+                    recovery.preempted(run, now)
+                else:
+                    run.done = _progress_kept(run, now)
                 run.version += 1  # its finish event is void now
                 run.preemptions += 1
+        if observe is not None and arrived:
+            observe(sched, now, arrived)
         wake = sched.next_wakeup(now)
         if wake is not None and (wake_at is None or wake < wake_at):
             wake_at = wake
@@ -182,6 +209,9 @@ def simulate(
             seq += 1
         if progress is not None and events % 4096 < 8:
             progress(finished + len(rejected), total)
+    if recovery is not None:
+        recovery.close(clock if until is None else until)
+        events += recovery.fleet.events
 
     outcomes = [
         JobOutcome(r.trace.job.id, r.trace.job.gpus, r.trace.job.submit_s, r.first_start, r.end, r.gpu_s,
@@ -195,6 +225,8 @@ def simulate(
     )
     if last_arrival > 0:
         report.extra["gpu_utilization_while_arriving"] = busy_while_arriving / (fleet.total_gpus * last_arrival)
+    if recovery is not None:
+        report.extra["failures"] = recovery.summary(clock if until is None else until)
     if quotas:
         report.extra["borrowing"] = borrowing
         report.extra["guarantees"] = {
@@ -213,7 +245,7 @@ def _fill(sizes: SortedList, room: float) -> float:
     return total
 
 
-def _progress_kept(run: _Run, now: float) -> float:
+def _progress_kept(run: Run, now: float) -> float:
     """Work kept across a preemption: all of it, or up to the last checkpoint if it has one."""
     ran = max(now - run.started - run.overhead, 0.0)
     done = min(run.done + ran / run.duration, 1.0) if run.duration > 0 else 1.0
