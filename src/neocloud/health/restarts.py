@@ -1,8 +1,9 @@
 """A job interrupted by a node's failure: what the interruption cost, and whether it runs again.
 
-Lost time is what goodput accounting charges (and a tenant is credited): detection, from the
-fault's first sign to the stop; recomputation, the work since the last checkpoint; the restart
-the job declares. A job runs again, from its last checkpoint, until it has used its restarts.
+Lost time is what goodput accounting charges (and a tenant is credited): recomputation, the work
+from the last checkpoint to the fault's first sign; detection, from then to the stop; the restart
+the job declares. The two windows meet, never overlap: together they run from the checkpoint to
+the stop. A job runs again, from its last checkpoint, until it has used its restarts.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def interruption(*, now: float, started_at: float | None, checkpoint_at: float |
     start = now if started_at is None else started_at
     saved = max(start, checkpoint_at or 0.0)
     broken = max(now if observed_at is None else observed_at, start)  # the attempt ran on a broken node since
-    return Interruption(detection_s=max(now - broken, 0.0), recomputation_s=max(now - saved, 0.0),
+    return Interruption(detection_s=max(now - broken, 0.0), recomputation_s=max(broken - saved, 0.0),
                         restart_s=float(restart_cost or 0.0), interruptions=interruptions + 1,
                         limit=MAX_RESTARTS if limit is None else limit)
 

@@ -5,8 +5,7 @@ The arithmetic and the cap are production's (neocloud.health.restarts.interrupti
 the requeue the scheduler's own (`interrupt`, then `unhold` once the attempt has stopped, at once
 here), the `auto` interval production's (neocloud.model.goodput.auto_interval, from the failures
 the fleet has shown). What only the twin knows, each job's true progress, splits every second of
-its run by where it went. Production's recomputation runs from the last checkpoint to the stop, the
-detection window inside it; here the two are told apart, so the causes add up to the time lost.
+its run by where it went: the causes add up to the time lost.
 
 A trace job says nothing of checkpoints: unless it declares them (TraceJob), it saves at the
 `auto` interval at the model's `checkpoint_s` and restarts in the engine's restart time. A
