@@ -142,6 +142,16 @@ def server(tmp_path: Path, database: str | None) -> Iterator[Server]:
         yield srv
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module's tests that leave nothing another test could trip on: what they
+    send is refused, or stored under names of their own (a tenant, a job that ends), and they count
+    what they add, not what the store holds. A start (seconds) saved per test."""
+    database = None if request.param == "sqlite" else postgres_database()
+    with serving(Server(tmp_path_factory.mktemp("shared") / "data", database)) as srv:
+        yield srv
+
+
 def _kill_leftovers(data_dir: Path) -> None:
     """Job processes outlive a killed server by design; a test cleans up after itself."""
     if (data_dir / "jobs").is_dir():

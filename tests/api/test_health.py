@@ -135,18 +135,18 @@ def test_watched_signals_change_nothing_and_rules_are_published(server: Server) 
     ({"kind": "thermal", "temperature_c": "hot"}, 422, "temperature_c"),
     ({"kind": "xid", "code": 79, "severity": "high"}, 422, "severity"),
 ])
-def test_bad_signals_get_clear_errors(server: Server, body: dict, status: int, words: str) -> None:
-    c = server.client()
+def test_bad_signals_get_clear_errors(shared_server: Server, body: dict, status: int, words: str) -> None:
+    c = shared_server.client()
     name = c.nodes()[0]["name"]
     r = c.http.post(f"/v1/nodes/{name}/signals", json=body)
     assert r.status_code == status and words in r.text, r.text
     assert c.node(name)["signals"] == []
 
 
-def test_signals_are_for_admins_and_known_nodes(server: Server) -> None:
-    c = server.client()
+def test_signals_are_for_admins_and_known_nodes(shared_server: Server) -> None:
+    c = shared_server.client()
     c.create_tenant("lab")
-    tenant = server.client(c.create_token("lab"))
+    tenant = shared_server.client(c.create_token("lab"))
     name = c.nodes()[0]["name"]
     for call, status in ((lambda: tenant.signal(name, {"kind": "xid", "code": 79}), 403),
                          (lambda: c.signal("nowhere", {"kind": "xid", "code": 79}), 404),

@@ -48,7 +48,8 @@ def test_tenants_see_and_touch_only_their_own_jobs(server: Server) -> None:
     a.cancel(job["id"])
 
 
-def test_no_token_is_401_and_a_tenant_token_on_admin_routes_is_403(server: Server) -> None:
+def test_no_token_is_401_and_a_tenant_token_on_admin_routes_is_403(shared_server: Server) -> None:
+    server = shared_server
     token = _tenant(server, "team-a")
     assert httpx.get(f"{server.url}/v1/jobs").status_code == 401
     assert httpx.get(f"{server.url}/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
@@ -81,7 +82,8 @@ def test_a_job_runs_and_its_logs_come_back(server: Server) -> None:
     assert [e["kind"] for e in c.events(job["id"])] == ["submitted", "started", "completed"]
 
 
-def test_a_failing_job_reports_its_exit_status(server: Server) -> None:
+def test_a_failing_job_reports_its_exit_status(shared_server: Server) -> None:
+    server = shared_server
     c = server.client()
     job = c.wait(c.submit({"name": "bad", "command": "exit 3"})["id"])
     assert (job["state"], job["exit_code"]) == ("FAILED", 3)
@@ -122,8 +124,10 @@ def test_cancel_stops_the_processes(server: Server) -> None:
     assert c.wait(hog["id"])["state"] == "CANCELLED"
 
 
-def test_oversized_and_malformed_specs_are_refused_with_reasons(server: Server) -> None:
+def test_oversized_and_malformed_specs_are_refused_with_reasons(shared_server: Server) -> None:
+    server = shared_server
     c = server.client()
+    before = len(c.jobs(limit=1000))
     with pytest.raises(ApiError) as e:
         c.submit({"name": "huge", "command": "true", "gpus": 64})
     assert e.value.status == 422 and "fabric" in str(e.value)
@@ -138,7 +142,7 @@ def test_oversized_and_malformed_specs_are_refused_with_reasons(server: Server) 
     r = httpx.post(f"{server.url}/v1/jobs", headers={"Authorization": f"Bearer {ADMIN}",
                                                       "Content-Type": "application/json"}, content=b"{not json")
     assert r.status_code == 422
-    assert c.jobs() == []
+    assert len(c.jobs(limit=1000)) == before
 
 
 def test_cordoned_and_drained_nodes_take_no_new_work(server: Server) -> None:
@@ -217,8 +221,9 @@ def test_metrics_and_audit(server: Server) -> None:
     assert len(server.client().audit()) == 3  # kept across restarts
 
 
-def test_nul_characters_are_refused_not_stored(server: Server) -> None:
+def test_nul_characters_are_refused_not_stored(shared_server: Server) -> None:
     """PostgreSQL text cannot hold NUL: every field that reaches the store refuses it up front."""
+    server = shared_server
     auth = {"Authorization": f"Bearer {ADMIN}"}
     assert httpx.get(f"{server.url}/v1/jobs", params={"tenant": "a\x00b"}, headers=auth).status_code == 422
     assert httpx.post(f"{server.url}/v1/nodes/leaf-a-n0/cordon", json={"reason": "a\x00b"},

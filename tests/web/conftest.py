@@ -34,6 +34,15 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield srv
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module's tests that leave nothing another test could trip on: sessions
+    and tenants of their own, jobs they end, requests refused; they count what they add. A start
+    saved per test."""
+    with serving(Server(tmp_path_factory.mktemp("shared") / "data", None)) as srv:
+        yield srv
+
+
 class Errors(list):
     """Console errors and uncaught exceptions of every page a test opens. A page that answers with
     its own 4xx status (not found, a form to fix, refused) is not an error of the page: Chromium's

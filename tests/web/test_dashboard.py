@@ -18,7 +18,8 @@ gpus: {gpus}
 """
 
 
-def test_admin_sees_every_page_without_errors(browser, server: Server) -> None:  # noqa: ANN001
+def test_admin_sees_every_page_without_errors(browser, shared_server: Server) -> None:  # noqa: ANN001
+    server = shared_server
     errors = Errors()
     page = _login(browser, server, ADMIN, errors)
     expect(page.locator("h1")).to_have_text("Fleet: 2 nodes")
@@ -51,7 +52,8 @@ def test_admin_sees_every_page_without_errors(browser, server: Server) -> None: 
     assert errors == []
 
 
-def test_a_tenant_submits_watches_and_cancels_and_cannot_see_another(browser, server: Server) -> None:  # noqa: ANN001
+def test_a_tenant_submits_watches_and_cancels_and_cannot_see_another(browser, shared_server: Server) -> None:  # noqa: ANN001
+    server = shared_server
     admin = server.client()
     admin.create_tenant("acme")
     admin.create_tenant("rival")
@@ -74,6 +76,7 @@ def test_a_tenant_submits_watches_and_cancels_and_cannot_see_another(browser, se
     page.goto("/ui/jobs")
     row = page.locator("#queue tr", has_text="mine")
     expect(row).to_contain_text("capacity: needs 1 GPUs, 0 free")  # why it waits
+    expect(row).to_contain_text(re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"))  # and when it should start
 
     page.goto(f"/ui/jobs/{blocker}")
     page.get_by_role("button", name="Cancel").click()
@@ -98,7 +101,8 @@ def test_a_tenant_submits_watches_and_cancels_and_cannot_see_another(browser, se
     assert errors == []
 
 
-def test_a_bad_token_and_a_bad_spec_are_told_what_to_fix(browser, server: Server) -> None:  # noqa: ANN001
+def test_a_bad_token_and_a_bad_spec_are_told_what_to_fix(browser, shared_server: Server) -> None:  # noqa: ANN001
+    server = shared_server
     errors = Errors()
     page = browser.new_context(base_url=server.url).new_page()
     errors.watch(page)

@@ -73,7 +73,8 @@ def _page_on_another_port(html: str) -> Iterator[str]:
         thread.join()
 
 
-def test_a_page_on_another_port_cannot_act_for_the_logged_in_admin(browser, server: Server) -> None:  # noqa: ANN001
+def test_a_page_on_another_port_cannot_act_for_the_logged_in_admin(browser, shared_server: Server) -> None:  # noqa: ANN001
+    server = shared_server
     job_id = _running_job(server)
     admin = server.client()
     jobs_before = len(admin.jobs(limit=1000))
@@ -140,7 +141,8 @@ def test_a_post_needs_this_origin_and_the_session_token(server: Server) -> None:
     assert admin.job(job_id)["cancel_requested"]
 
 
-def test_a_login_must_come_from_this_origin(server: Server) -> None:
+def test_a_login_must_come_from_this_origin(shared_server: Server) -> None:
+    server = shared_server
     http = httpx.Client(base_url=server.url)
     for headers in ({"Origin": "http://127.0.0.1:1"}, {"Referer": "http://evil.example/"}, {}):
         r = http.post("/ui/login", data={"token": ADMIN}, headers=headers)
@@ -151,7 +153,8 @@ def test_a_login_must_come_from_this_origin(server: Server) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/ui/fleet"
 
 
-def test_the_cookie_holds_a_session_that_logout_ends(server: Server) -> None:
+def test_the_cookie_holds_a_session_that_logout_ends(shared_server: Server) -> None:
+    server = shared_server
     http = httpx.Client(base_url=server.url)
     r = http.post("/ui/login", data={"token": ADMIN, "next": "/ui/jobs"}, headers={"Origin": server.url})
     assert r.status_code == 303 and r.headers["location"] == "/ui/jobs"
@@ -176,7 +179,8 @@ def test_the_cookie_holds_a_session_that_logout_ends(server: Server) -> None:
     assert r.status_code == 200 and r.headers["hx-redirect"] == "/ui/login?next=/ui/jobs"  # a live table
 
 
-def test_the_cookie_is_secure_behind_https(server: Server) -> None:
+def test_the_cookie_is_secure_behind_https(shared_server: Server) -> None:
+    server = shared_server
     https = server.url.replace("http:", "https:")
     r = httpx.post(f"{server.url}/ui/login", data={"token": ADMIN},
                    headers={"Origin": https, "X-Forwarded-Proto": "https"})  # a TLS proxy on loopback
@@ -194,7 +198,8 @@ def test_a_session_ends_when_its_time_is_up(tmp_path: Path) -> None:
         assert http.get("/ui/fleet").headers["location"].startswith("/ui/login")
 
 
-def test_a_revoked_or_expired_token_ends_its_sessions_at_once(server: Server) -> None:
+def test_a_revoked_or_expired_token_ends_its_sessions_at_once(shared_server: Server) -> None:
+    server = shared_server
     admin = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"})
     assert admin.post("/v1/tenants", json={"name": "acme"}).status_code == 201
     kept = admin.post("/v1/tenants/acme/tokens", json={"label": "dashboard"}).json()
@@ -225,7 +230,8 @@ def test_failed_logins_are_limited_like_failed_tokens(server: Server) -> None:
     assert r.status_code == 303 and "neocloud_session=" in r.headers["set-cookie"]
 
 
-def test_bad_ids_and_fields_get_an_answer_not_a_500(server: Server) -> None:
+def test_bad_ids_and_fields_get_an_answer_not_a_500(shared_server: Server) -> None:
+    server = shared_server
     http, csrf = _dashboard(server)
     own = {"Origin": server.url}
     for bad in ("99999999999999999999", str(2**31), "0", "-1", "abc", "1e3", "%ED%A0%80", "%F0%9F%98%80"):
@@ -264,7 +270,8 @@ def test_no_page_runs_inline_script(template: str) -> None:
     assert "hx-on" not in text and "javascript:" not in text and "js:" not in text  # htmx would need eval
 
 
-def test_a_job_spec_with_yaml_aliases_is_refused_before_it_can_expand(server: Server) -> None:
+def test_a_job_spec_with_yaml_aliases_is_refused_before_it_can_expand(shared_server: Server) -> None:
+    server = shared_server
     http, csrf = _dashboard(server)
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, n in zip("abcdefg", "bcdefgh"))
@@ -276,7 +283,8 @@ def test_a_job_spec_with_yaml_aliases_is_refused_before_it_can_expand(server: Se
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
 
 
-def test_a_second_session_cookie_planted_beside_ours_ends_the_session(server: Server) -> None:
+def test_a_second_session_cookie_planted_beside_ours_ends_the_session(shared_server: Server) -> None:
+    server = shared_server
     admin_http, _ = _dashboard(server)
     server.client().create_tenant("mallory")
     mallory_http, _ = _dashboard(server, server.client().create_token("mallory", "test"))
