@@ -1,7 +1,8 @@
 """Hostile input: schemathesis generates requests from the OpenAPI schema, both those it allows
 and those it does not (negative mode); none may cause a 500, and the server keeps answering.
 
-The nodes are cordoned first, so the random commands it submits are queued, never run.
+The nodes are cordoned first, so the random commands it submits are queued, never run. Each
+operation gets 25 allowed and 30 disallowed cases on each store: the cost grows with every route.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.api.conftest import ADMIN, Server
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
-@pytest.mark.parametrize(("mode", "examples"), [(GenerationMode.POSITIVE, 40), (GenerationMode.NEGATIVE, 50)])
+@pytest.mark.parametrize(("mode", "examples"), [(GenerationMode.POSITIVE, 25), (GenerationMode.NEGATIVE, 30)])
 def test_no_request_makes_a_server_error(server: Server, mode: GenerationMode, examples: int) -> None:
     admin = server.client()
     for node in admin.nodes():
