@@ -36,11 +36,17 @@ def feasible_mask(state: ClusterState, job: Job) -> tuple[np.ndarray, np.ndarray
     """(nodes, index, ok): the nodes of the GPU types a job accepts, their index into per-node
     arrays (see `ClusterState.nodes_for`), and which of them can take the job now."""
     nodes, sel = state.nodes_for(job.gpu_types)
-    ok = state.schedulable[sel] & (state.cpu_free[sel] >= job.cpu_milli) & (state.mem_free[sel] >= job.memory_mib)
     if job.fractional and job.gpu_milli > 0:
-        ok &= state.max_left[sel] >= job.gpu_milli
+        ok = state.max_left[sel] >= job.gpu_milli
     elif job.whole_gpus:
-        ok &= state.whole_free[sel] >= job.whole_gpus
+        ok = state.whole_free[sel] >= job.whole_gpus
+    else:
+        ok = state.schedulable[sel].copy()  # `sel` may be a slice: never narrow the state's own mask
+    ok &= state.schedulable[sel]
+    if job.cpu_milli:  # no node has less than nothing free: a request of none asks nothing
+        ok &= state.cpu_free[sel] >= job.cpu_milli
+    if job.memory_mib:
+        ok &= state.mem_free[sel] >= job.memory_mib
     return nodes, sel, ok
 
 
