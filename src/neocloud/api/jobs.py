@@ -90,12 +90,9 @@ async def submit(spec: JobSpec, request: Request, who: Caller,
         else:
             raise HTTPException(503, "the forecast is busy with other dry runs; try again in a few seconds")
         out = await run_in_threadpool(controller.forecasts.dry_run, base, job)
-        start, end = out.start.get(job.id), out.end.get(job.id)
+        start, end = out.expected(job.id, controller.clock())
         nodes, gpus = out.where.get(job.id, ((), ()))
-        now = controller.clock()
-        answer = DryRunOut(name=job.name, tenant=tenant, gpus=job.gpus,
-                           expected_start=None if start is None else max(start, now),
-                           expected_end=None if end is None else max(end, now),
+        answer = DryRunOut(name=job.name, tenant=tenant, gpus=job.gpus, expected_start=start, expected_end=end,
                            placement=[{"node": controller.fleet.nodes[n].name, "gpus": list(g)}
                                       for n, g in zip(nodes, gpus)] or None,
                            reason=out.why if start is not None else "not expected to start within 30 days"

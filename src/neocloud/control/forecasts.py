@@ -42,7 +42,6 @@ class Forecasts:
         self.default_s, self.share, self.min_gap_s, self.refresh_s = default_s, share, min_gap_s, refresh_s
         self.base: Base | None = None
         self.latest: Forecast | None = None
-        self.latest_at: float | None = None  # the clock of the snapshot `latest` ran from
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neocloud-forecast")
         self._running: Future[None] | None = None
         self._tried: Base | None = None  # the snapshot the last forecast ran from
@@ -95,7 +94,7 @@ class Forecasts:
         finally:
             took = time.perf_counter() - started
             self._gap_until = max(self._gap_until, started + took / RUN_SHARE)
-        self.latest, self.latest_at = out, base.at
+        self.latest = out
 
     def dry_run(self, base: Base, job: Job) -> Forecast:
         """When and where `job` would start if it were submitted into the snapshot."""
@@ -105,11 +104,7 @@ class Forecasts:
 
     def of(self, job_id: str, now: float) -> tuple[float | None, float | None]:
         """A job's expected start and end by the latest forecast (one already due: now)."""
-        out = self.latest
-        if out is None:
-            return None, None
-        start, end = out.start.get(job_id), out.end.get(job_id)
-        return (None if start is None else max(start, now)), (None if end is None else max(end, now))
+        return (None, None) if self.latest is None else self.latest.expected(job_id, now)
 
     def stop(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -43,6 +43,11 @@ class Forecast:
     passes: int = 0
     why: str = ""  # why `until_started` did not start at once, as the first pass saw it
 
+    def expected(self, job_id: str, now: float) -> tuple[float | None, float | None]:
+        """A job's expected start and end as told at `now`: one already due reads as now."""
+        start, end = self.start.get(job_id), self.end.get(job_id)
+        return (None if start is None else max(start, now)), (None if end is None else max(end, now))
+
 
 def snapshot(sched: Scheduler) -> Scheduler:
     """A copy of the scheduler to run forward, leaving the live one (its generator included) as it
