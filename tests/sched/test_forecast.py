@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from neocloud.model.job import Job
 from neocloud.sched.forecast import forecast
 from neocloud.sched.scheduler import Scheduler
@@ -67,3 +69,36 @@ def test_a_forecast_for_one_job_stops_once_it_starts_and_says_why_it_waited() ->
     sched = _busy()
     f = forecast(sched, 10.0, until_started="b")
     assert f.start == {"b": 100.0} and "capacity" in f.why
+
+
+def _loaded() -> Scheduler:
+    """A few hundred mixed jobs, single nodes and gangs, on 64 nodes with the default placement:
+    enough that scores are cached, looked up by condition and recomputed."""
+    import random
+
+    rnd = random.Random(7)
+    sched = Scheduler(make_fleet(leaves=8, nodes_per_leaf=8, gpus=8), placement="neocloud", backfill=True)
+    for i in range(400):
+        gpus = rnd.choice([1, 1, 1, 2, 4, 8, 16, 32])
+        sched.submit(Job(f"j{i}", gpus, estimate_s=rnd.uniform(60, 6_000), submit_s=float(i)), float(i))
+        if i % 40 == 0:
+            sched.schedule(float(i))
+    sched.schedule(400.0)
+    return sched
+
+
+def test_a_forecast_from_a_snapshot_is_the_run_the_scheduler_itself_makes() -> None:
+    sched = _loaded()
+    told = forecast(sched, 400.0)  # on a snapshot
+    ran = forecast(sched, 400.0, copy=False)  # on the scheduler itself
+    assert len(told.start) > 300 and told.passes > 20
+    assert (told.start, told.where, told.end) == (ran.start, ran.where, ran.end)
+
+
+def test_scores_looked_up_by_a_nodes_condition_are_the_scores_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from neocloud.sched import fgd
+
+    looked_up = forecast(_loaded(), 400.0)
+    monkeypatch.setattr(fgd, "FEW", 0)  # every stale node scored afresh
+    computed = forecast(_loaded(), 400.0)
+    assert (looked_up.start, looked_up.where) == (computed.start, computed.where)

@@ -215,3 +215,34 @@ def test_a_shared_gpu_taken_further_leaves_the_node_in_its_bucket() -> None:
         state.allocate(Allocation("c", (0,), ((1,),), 300))
     with pytest.raises(SchedulingError, match="not distinct GPUs"):
         state.allocate(Allocation("d", (0,), ((2,),), 100))
+
+
+def test_a_deep_copy_changes_apart_from_the_original_and_keeps_shared_references_its_own() -> None:
+    import copy
+
+    state = ClusterState(make_fleet(leaves=2, nodes_per_leaf=2, gpus=8, cpu_milli=32_000, memory_mib=65_536))
+    state.allocate(Allocation("a", (0,), ((0, 1),), FULL, 4_000, 1_024))
+    before = {k: copy.deepcopy(v) for k, v in vars(state).items() if k != "fleet"}
+    holder = [state.stamp, state.buckets]  # something else holding parts of the state, as a score cache holds `stamp`
+    twin, held = copy.deepcopy((state, holder))
+    assert twin.fleet is state.fleet and held[0] is twin.stamp and held[1] is twin.buckets
+    twin.allocate(Allocation("b", (1, 2), ((0, 1, 2, 3, 4, 5, 6, 7), (3,)), FULL, 1_000, 512))
+    twin.release("a")
+    twin.set_schedulable(3, False)
+    with twin.withheld([2]):
+        pass
+    for name, value in vars(state).items():
+        if name != "fleet":
+            assert _equal(value, before[name]), name
+    assert twin.allocations.keys() == {"b"} and state.allocations.keys() == {"a"}
+    assert not twin.schedulable[3] and state.schedulable[3]
+
+
+def _equal(a: object, b: object) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, type(a)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return a == b

@@ -37,7 +37,7 @@ import numpy as np
 
 from neocloud.errors import SchedulingError
 from neocloud.model.job import Job
-from neocloud.sched.placement import RunOrder, TopologyPacking, feasible_mask
+from neocloud.sched.placement import RunOrder, TopologyPacking, feasible_nodes
 from neocloud.sched.state import FULL, Allocation, ClusterState
 
 Shape = tuple[int, int, int, tuple[str, ...]]  # (cpu milli, GPU milli per GPU, GPU count, GPU models)
@@ -131,49 +131,81 @@ def after_whole(left: np.ndarray, count: int) -> np.ndarray:
     return np.where(take, 0, left)
 
 
+FEW = 8  # at most this many stale nodes are looked up by their condition first
+
+
 class ScoreCache:
     """Scores per (node, request key), recomputed only for nodes whose free capacity changed.
 
     A cached score is valid while the node's stamp (`ClusterState.stamp`, moved by every
-    allocation and release on it) is the one it was computed at.
+    allocation and release on it) is the one it was computed at. A score is a function of the
+    node's condition (free GPUs, CPU and memory, GPU model), so a few stale nodes (a busy fleet,
+    where each placement moves one) are looked up by condition first: a fleet has few conditions,
+    and a lookup costs a dictionary's, where scoring costs dozens of vector operations.
     """
+
+    MEMO = 1 << 14  # conditions remembered per key before starting afresh
 
     def __init__(self) -> None:
         self.state: ClusterState | None = None
+        self.stamp = np.zeros(0, dtype=np.int64)
         self.tables: dict[object, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.memos: dict[object, dict[tuple[bytes, int, int, int], tuple[float, int]]] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        """A copy (a forecast's snapshot) learns the conditions again rather than copy them."""
+        return {**vars(self), "memos": {}}
 
     def clear(self) -> None:
         self.state = None
-        self.tables = {}
+        self.tables, self.memos = {}, {}
 
     def sync(self, state: ClusterState) -> None:
         if state is not self.state:
             self.state = state
             self.stamp = state.stamp
-            self.tables = {}
+            self.tables, self.memos = {}, {}
 
     def lookup(
         self,
         key: object,
         nodes: np.ndarray,
-        sel: np.ndarray | slice,
-        ok: np.ndarray,
         compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(score, GPU) for `nodes` (indexed by `sel`), -inf where not `ok`; `compute(stale nodes)`
-        fills in what is not cached."""
+        """(score, GPU) for `nodes`; `compute(stale nodes)` fills in what is not cached."""
         table = self.tables.get(key)
         if table is None:
             n = len(self.stamp)
             table = (np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64))
             self.tables[key] = table
         score, gpu, at = table
-        stale_mask = ok & (at[sel] != self.stamp[sel])
+        stamp = self.stamp[nodes]
+        stale_mask = at[nodes] != stamp
         if stale_mask.any():
             stale = nodes[stale_mask]
-            s, g = compute(stale)
-            score[stale], gpu[stale], at[stale] = s, g, self.stamp[stale]
-        return np.where(ok, score[sel], -np.inf), gpu[sel]
+            if len(stale) <= FEW:
+                self._by_condition(key, stale.tolist(), score, gpu, compute)
+            else:
+                score[stale], gpu[stale] = compute(stale)
+            at[stale] = stamp[stale_mask]
+        return score[nodes], gpu[nodes]
+
+    def _by_condition(self, key: object, stale: list[int], score: np.ndarray, gpu: np.ndarray,
+                      compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+        state = self.state
+        assert state is not None
+        memo = self.memos.setdefault(key, {})
+        conditions = [(state.gpu_left[n].tobytes(), int(state.cpu_free[n]), int(state.mem_free[n]),
+                       int(state.gpu_type[n])) for n in stale]
+        missing = [i for i, c in enumerate(conditions) if c not in memo]
+        if missing:
+            if len(memo) + len(missing) > self.MEMO:
+                memo.clear()
+            s, g = compute(np.array([stale[i] for i in missing], dtype=np.int64))
+            for i, si, gi in zip(missing, s.tolist(), g.tolist()):
+                memo[conditions[i]] = (si, gi)
+        for n, c in zip(stale, conditions):
+            score[n], gpu[n] = memo[c]
 
 
 def sigmoid_score(delta: np.ndarray) -> np.ndarray:
@@ -221,13 +253,15 @@ class ScoredPlacement:
             return self._gangs.place(state, job, rng)
         if self._recent.first(job.id):
             self._observe(job)
-        nodes, sel, ok = feasible_mask(state, job)
-        if not ok.any():
+        # Only the nodes that can take the job are scored and ranked: on a busy fleet a handful,
+        # where every question over all of a type's nodes would cost the fleet's size.
+        nodes = feasible_nodes(state, job)
+        if not len(nodes):
             return None
         self._cache.sync(state)
         if self._arrays is None or self._arrays[3].shape[1] != max(len(state.type_names), 1):
             self._arrays = self._typical().arrays(state)
-        scores, gpus = self._cache.lookup(self._key(job), nodes, sel, ok, lambda stale: self._score(state, job, stale))
+        scores, gpus = self._cache.lookup(self._key(job), nodes, lambda stale: self._score(state, job, stale))
         best = self._pick(state, nodes, scores, rng)
         return allocation(state, job, int(nodes[best]), int(gpus[best]))
 

@@ -130,7 +130,7 @@ class ShapeAwarePacking(ScoredPlacement):
 
     # -- placement ----------------------------------------------------------------------------
     def _key(self, job: Job) -> object:
-        return (shape_of(job), job.memory_mib)
+        return (shape_of(job), job.cpu_milli, job.memory_mib)  # the CPU taken, not FGD's 100m for none
 
     def _value(self, left: np.ndarray, cpu: np.ndarray, mem: np.ndarray, gtype: np.ndarray) -> np.ndarray:
         """Fragmented, stranded and expected-wasted idle GPU milli (lower is better)."""
@@ -149,14 +149,19 @@ class ShapeAwarePacking(ScoredPlacement):
     def _score(self, state: ClusterState, job: Job, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         left, cpu, mem = state.gpu_left[nodes], state.cpu_free[nodes], state.mem_free[nodes]
         gtype = state.gpu_type[nodes]
-        before = self._value(left, cpu, mem, gtype)
         pull = self.pull * np.maximum(left, 0).sum(axis=1)
         cpu_after, mem_after = cpu - job.cpu_milli, mem - job.memory_mib
+        # Before and after are valued in one call (column 0 before, the rest after): half the
+        # vector operations, on the few stale nodes a busy fleet has, where their count is the cost.
         if job.fractional and job.gpu_milli > 0:
-            after = self._value(after_shared(left, job.gpu_milli), cpu_after[:, None], mem_after[:, None], gtype[:, None])
-            s = np.where(left >= job.gpu_milli, before[:, None] - after, -np.inf)
+            g = left.shape[1]
+            value = self._value(np.concatenate([left[:, None, :], after_shared(left, job.gpu_milli)], axis=1),
+                                np.column_stack([cpu, np.repeat(cpu_after[:, None], g, axis=1)]),
+                                np.column_stack([mem, np.repeat(mem_after[:, None], g, axis=1)]), gtype[:, None])
+            s = np.where(left >= job.gpu_milli, value[:, :1] - value[:, 1:], -np.inf)
             gpu = s.argmax(axis=1)
             return s[np.arange(len(nodes)), gpu] - pull, gpu
         after_left = after_whole(left, job.whole_gpus) if job.whole_gpus else left
-        after = self._value(after_left, cpu_after, mem_after, gtype)
-        return before - after - pull, np.zeros(len(nodes), dtype=np.int64)
+        value = self._value(np.stack([left, after_left], axis=1), np.column_stack([cpu, cpu_after]),
+                            np.column_stack([mem, mem_after]), gtype[:, None])
+        return value[:, 0] - value[:, 1] - pull, np.zeros(len(nodes), dtype=np.int64)

@@ -122,10 +122,11 @@ def take_nodes(state: ClusterState, job: Job, cells: Iterable[int], per_node: in
 
 
 def gang_allocation(state: ClusterState, job: Job, nodes: list[int], layout: tuple[int, ...]) -> Allocation:
+    ids = np.array(nodes, dtype=np.int64)
+    empty = (state.whole_free[ids] == state.gpu_cap[ids]).tolist()  # one question for the gang, not one per node
     gpus = tuple(
-        tuple(range(k)) if state.whole_free[n] == state.gpu_cap[n]
-        else tuple(int(g) for g in np.flatnonzero(state.gpu_left[n] == FULL)[:k])
-        for n, k in zip(nodes, layout)
+        tuple(range(k)) if whole else tuple(int(g) for g in np.flatnonzero(state.gpu_left[n] == FULL)[:k])
+        for n, k, whole in zip(nodes, layout, empty)
     )
     return Allocation(job.id, tuple(nodes), gpus, FULL, job.cpu_milli, job.memory_mib)
 

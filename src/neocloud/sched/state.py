@@ -8,11 +8,13 @@ GPUs fit, inside which leaf or fabric" is then a sum over cells, never a scan ov
 
 from __future__ import annotations
 
+import copy
 import itertools
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +107,32 @@ class ClusterState:
         self.on_node: list[set[str]] = [set() for _ in nodes]  # jobs holding part of each node
         self.total_gpus = int(self.gpu_cap.sum())
         self.used_milli = 0
+
+    # What `allocate`, `release`, `set_schedulable` and `withheld` change; the rest is fixed by the
+    # fleet (or cached from what is), and a copy shares it.
+    _ARRAYS = ("gpu_left", "cpu_free", "mem_free", "whole_free", "max_left", "stamp", "schedulable", "hist")
+
+    def __deepcopy__(self, memo: dict[int, object]) -> ClusterState:
+        """A copy to run forward (the forecast's): the changing parts copied, the fleet's shared;
+        several times cheaper than copying every list and array. Each part copied goes into `memo`,
+        so that whatever else holds one of them (a score cache holds `stamp`) gets the copy's."""
+        new = copy.copy(self)
+        memo[id(self)] = new
+
+        def part(name: str, dup: Callable[[Any], Any]) -> None:
+            old = getattr(self, name)
+            if id(old) not in memo:
+                memo[id(old)] = dup(old)
+            setattr(new, name, memo[id(old)])
+
+        for name in self._ARRAYS:
+            part(name, np.copy)
+        part("buckets", lambda buckets: [[bucket[:] for bucket in cell] for cell in buckets])
+        part("_indexed", list)
+        part("_hidden", set)
+        part("allocations", dict)  # an Allocation is frozen: shared
+        part("on_node", lambda on_node: [set(jobs) for jobs in on_node])
+        return new
 
     # -- the fit index --------------------------------------------------------------------------
     def _index_add(self, node: int) -> None:
@@ -224,7 +252,7 @@ class ClusterState:
             self._apply_vector(alloc, nodes, rows, cols, -1)
         else:
             for node, gpus in zip(alloc.nodes, alloc.gpus):
-                left = self.gpu_left[node]
+                left = self.gpu_left[node].tolist()  # a list's items, unlike an array's, cost no object each
                 if any(left[g] < alloc.gpu_milli for g in gpus) or self.cpu_free[node] < alloc.cpu_milli \
                         or self.mem_free[node] < alloc.memory_mib:
                     raise SchedulingError(f"job {alloc.job_id} does not fit on nodes {list(alloc.nodes)}")
