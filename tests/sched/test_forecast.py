@@ -102,3 +102,23 @@ def test_scores_looked_up_by_a_nodes_condition_are_the_scores_computed(monkeypat
     monkeypatch.setattr(fgd, "FEW", 0)  # every stale node scored afresh
     computed = forecast(_loaded(), 400.0)
     assert (looked_up.start, looked_up.where) == (computed.start, computed.where)
+
+
+def test_the_collector_is_paused_while_forecasts_run_and_resumes_as_it_was() -> None:
+    import gc
+
+    from neocloud.sched.forecast import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():  # another forecast, in another thread say
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # one is still running
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()

@@ -17,8 +17,12 @@ number of running jobs; starts come out at most that much late.
 from __future__ import annotations
 
 import copy
+import gc
 import heapq
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from neocloud.model.events import Action, Launch, Preempt
@@ -49,13 +53,40 @@ class Forecast:
         return (None if start is None else max(start, now)), (None if end is None else max(end, now))
 
 
+_lock = threading.Lock()
+_running = 0  # forecasts running now, in any thread
+_was_enabled = False  # whether the collector ran before the first of them paused it
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Cyclic garbage collection held off while forecasts run. A run makes hundreds of thousands
+    of short-lived objects, and the collections they set off walk the whole heap: a tenth of the
+    run at 100,000 GPUs. Reference counting frees them all the same; the collector resumes (if it
+    ran before) once the last forecast running ends."""
+    global _running, _was_enabled
+    with _lock:
+        if _running == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _running += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _running -= 1
+            if _running == 0 and _was_enabled:
+                gc.enable()
+
+
 def snapshot(sched: Scheduler) -> Scheduler:
     """A copy of the scheduler to run forward, leaving the live one (its generator included) as it
     was. The fleet and the jobs' requests, which no pass changes, are shared, not copied."""
     memo: dict[int, object] = {id(sched.state.fleet): sched.state.fleet}
     for rec in sched.jobs.values():
         memo[id(rec.job)] = rec.job
-    return copy.deepcopy(sched, memo)
+    with collector_paused():
+        return copy.deepcopy(sched, memo)
 
 
 def forecast(sched: Scheduler, now: float, *, default_s: float = DEFAULT_S, horizon_s: float = HORIZON_S,
@@ -64,7 +95,13 @@ def forecast(sched: Scheduler, now: float, *, default_s: float = DEFAULT_S, hori
     """Run `sched` forward from `now` until its queue drains, the horizon passes or the job
     `until_started` starts: a copy of it, or (`copy=False`) the scheduler itself, for a caller that
     took the snapshot already."""
-    twin = snapshot(sched) if copy else sched
+    with collector_paused():
+        return _forecast(snapshot(sched) if copy else sched, now, default_s, horizon_s, step_s, rel_step,
+                         until_started)
+
+
+def _forecast(twin: Scheduler, now: float, default_s: float, horizon_s: float, step_s: float, rel_step: float,
+              until_started: str | None) -> Forecast:
     out = Forecast()
     pending = {job_id for job_id, rec in twin.jobs.items() if rec.state == "PENDING"}
     ends: list[tuple[float, int, str]] = []  # (end, version, job id); a preemption bumps the version

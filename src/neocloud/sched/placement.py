@@ -232,6 +232,8 @@ class TopologyPacking:
                 if nodes:
                     return _single(state, job, nodes[0], None)
             return None
+        if room.sum() < count:
+            return None  # not enough nodes with room in all the cells together, let alone in one fabric
         # One leaf: the one with the least room that still holds the gang.
         inside = np.flatnonzero(room >= count)
         for best in inside[np.lexsort((cells[inside], room[inside]))]:
