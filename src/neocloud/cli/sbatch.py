@@ -54,16 +54,16 @@ def directives(text: str) -> list[tuple[int, str, str | None]]:
         while i < len(words):
             word = words[i]
             if word.startswith("--"):
-                option, eq, value = word[2:].partition("=")
-                out.append((number, option, value if eq else None))
+                option, eq, given = word[2:].partition("=")
+                out.append((number, option, given if eq else None))
             elif word.startswith("-") and len(word) >= 2:
-                option = _SHORT.get(word[1])
-                if option is None:
+                short = _SHORT.get(word[1])
+                if short is None:
                     raise NeocloudError(f"line {number}: #SBATCH {word}: not an option neocloud knows")
                 value = word[2:] or (words[i + 1] if i + 1 < len(words) else None)
                 if not word[2:]:
                     i += 1
-                out.append((number, option, value))
+                out.append((number, short, value))
             else:
                 raise NeocloudError(f"line {number}: #SBATCH {word!r}: options begin with '-' or '--'")
             i += 1
