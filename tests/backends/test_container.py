@@ -1,0 +1,70 @@
+"""A rank in an OCI image: the walls the sandbox builds, built by podman."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from neocloud.backends.container import ENV_FD, Containers, env_file
+from neocloud.backends.identity import Identity
+from neocloud.errors import NeocloudError
+from tests.backends.images import built_image
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="rootful podman runs as root")
+
+PROBE = """
+echo "uid=$(id -u) cwd=$(pwd) home=$HOME secret=$API_KEY cuda=$CUDA_VISIBLE_DEVICES"
+echo "gpus=$(ls /dev | grep nvidia | tr '\\n' ' ')"
+test -e "$HOST_DATA" && echo "host data seen" || echo "host data hidden"
+echo "work=$(ls /job | tr '\\n' ' ')"
+echo "pids=$(ls /proc | grep -c '^[0-9]')"
+"""
+
+
+def _run(containers: Containers, rank_argv: list[str], env_text: str) -> subprocess.CompletedProcess:
+    r, w = os.pipe()
+    os.write(w, env_text.encode())
+    os.close(w)
+    os.dup2(r, ENV_FD + 10)  # out of the way of pytest's own descriptors, then placed on ENV_FD in the child
+    try:
+        return subprocess.run(rank_argv, capture_output=True, text=True, timeout=120, pass_fds=(ENV_FD,),
+                              preexec_fn=lambda: os.dup2(ENV_FD + 10, ENV_FD))
+    finally:
+        os.close(r)
+        os.close(ENV_FD + 10)
+
+
+def test_a_rank_in_an_image_runs_as_its_tenant_and_sees_only_its_own(tmp_path: Path) -> None:
+    image = built_image()
+    work = tmp_path / "work"
+    work.mkdir()
+    work.chmod(0o777)
+    (work / "train.py").write_text("print('hi')\n")
+    devices = tmp_path / "dev"
+    devices.mkdir()
+    for name, minor in [("nvidia0", 0), ("nvidia1", 1), ("nvidia2", 2), ("nvidiactl", 255)]:
+        os.mknod(devices / name, 0o666 | 0o020000, os.makedev(195, minor))
+    containers = Containers(devices=devices)
+    who = Identity("nobody", 65534, 65534)
+    (work / "probe.sh").write_text(PROBE)
+    rank, text = containers.rank(image, ["sh", "/job/probe.sh"],
+                                 {"API_KEY": "s3cret", "CUDA_VISIBLE_DEVICES": "0,1", "HOST_DATA": str(tmp_path)},
+                                 who, work, None, (0, 1), f"neocloud-test-{os.getpid()}")
+    assert "s3cret" not in " ".join(rank.argv)  # never in arguments every user can read
+    done = _run(containers, rank.argv, text)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:4] == ["uid=65534 cwd=/job home=/job secret=s3cret cuda=0,1", "gpus=nvidia0 nvidia1 nvidiactl ",
+                         "host data hidden", "work=probe.sh train.py "]
+    assert int(lines[4].removeprefix("pids=")) < 10  # its own few processes, none of the host's hundreds
+
+
+def test_a_missing_image_is_a_clear_reason_and_a_line_break_in_a_value_is_refused() -> None:
+    built_image()  # podman is there
+    why = Containers().missing("localhost/no-such-image:1")
+    assert why is not None and "not on this node" in why and "podman load" in why
+    with pytest.raises(NeocloudError, match="line break"):
+        env_file({"A": "one\ntwo"})
