@@ -24,14 +24,15 @@ echo "pids=$(ls /proc | grep -c '^[0-9]')"
 """
 
 
-def _run(containers: Containers, rank_argv: list[str], env_text: str) -> subprocess.CompletedProcess:
+def _start(argv: list[str], env_text: str, **kw: object) -> subprocess.Popen:
+    """Start a rank's podman with its env file on ENV_FD, as the supervisor does."""
     r, w = os.pipe()
     os.write(w, env_text.encode())
     os.close(w)
     os.dup2(r, ENV_FD + 10)  # out of the way of pytest's own descriptors, then placed on ENV_FD in the child
     try:
-        return subprocess.run(rank_argv, capture_output=True, text=True, timeout=120, pass_fds=(ENV_FD,),
-                              preexec_fn=lambda: os.dup2(ENV_FD + 10, ENV_FD))
+        return subprocess.Popen(argv, text=True, pass_fds=(ENV_FD,), preexec_fn=lambda: os.dup2(ENV_FD + 10, ENV_FD),
+                                **kw)  # type: ignore[call-overload]
     finally:
         os.close(r)
         os.close(ENV_FD + 10)
@@ -54,9 +55,10 @@ def test_a_rank_in_an_image_runs_as_its_tenant_and_sees_only_its_own(tmp_path: P
                                  {"API_KEY": "s3cret", "CUDA_VISIBLE_DEVICES": "0,1", "HOST_DATA": str(tmp_path)},
                                  who, work, None, (0, 1), f"neocloud-test-{os.getpid()}")
     assert "s3cret" not in " ".join(rank.argv)  # never in arguments every user can read
-    done = _run(containers, rank.argv, text)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    proc = _start(rank.argv, text, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
     assert lines[:4] == ["uid=65534 cwd=/job home=/job secret=s3cret cuda=0,1", "gpus=nvidia0 nvidia1 nvidiactl ",
                          "host data hidden", "work=probe.sh train.py "]
     assert int(lines[4].removeprefix("pids=")) < 10  # its own few processes, none of the host's hundreds
@@ -68,3 +70,18 @@ def test_a_missing_image_is_a_clear_reason_and_a_line_break_in_a_value_is_refuse
     assert why is not None and "not on this node" in why and "podman load" in why
     with pytest.raises(NeocloudError, match="line break"):
         env_file({"A": "one\ntwo"})
+
+
+def test_a_graceful_stop_reaches_the_rank_s_own_process_in_the_image(tmp_path: Path) -> None:
+    import signal
+
+    image = built_image()
+    work = tmp_path / "work"
+    work.mkdir()
+    rank, text = Containers().rank(image, ["sh", "-c", "trap 'echo stopped; exit 7' TERM; echo ready; "
+                                                       "while :; do sleep 0.1; done"],
+                                   {}, None, work, None, (), f"neocloud-test-stop-{os.getpid()}")
+    proc = _start(rank.argv, text, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)  # as the supervisor's graceful stop does
+    assert proc.wait(timeout=60) == 7 and proc.stdout.read() == "stopped\n"

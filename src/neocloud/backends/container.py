@@ -7,7 +7,9 @@ namespaces, on the host's network (as a sandboxed rank is, so the ranks of a gan
 other at MASTER_ADDR). Podman runs with runc (crun cannot set rlimits in this machine kind's
 hybrid cgroups), and the container's cgroup is made under the rank's own (`cgroup`), so the
 limits the supervisor set there hold the container too, and a stop that kills the rank's cgroup
-kills it.
+kills it. A small init (`--init`, Debian's catatonit) is the container's PID 1, so that the
+rank's own first process gets the SIGTERM of a graceful stop (a PID 1 ignores what it has no
+handler for).
 
 The job's environment reaches the container through an env file on a descriptor (`ENV_FD`),
 never through podman's own environment (a variable such as CONTAINERS_CONF would steer podman,
@@ -61,7 +63,7 @@ class Containers:
             raise NeocloudError("podman is not installed on this node (apt install podman runc)")
         paths = {"HOME": WORK, **({"NEOCLOUD_CHECKPOINT_DIR": CHECKPOINT} if checkpoint is not None else {})}
         inside = {"PATH": SAFE_PATH, **env, **paths}
-        argv = [self.podman, "--runtime", self.runtime, "run", "--rm", "--name", name, "--pull=never",
+        argv = [self.podman, "--runtime", self.runtime, "run", "--rm", "--name", name, "--pull=never", "--init",
                 "--network=host", "--hostname=job", "--ipc=private", "--pid=private",
                 "--cap-drop=all", "--security-opt=no-new-privileges", "--ulimit=nofile=1024:1024",
                 "--ulimit=nproc=4096:4096", "--env-file", f"/dev/fd/{ENV_FD}", "--workdir", WORK,
