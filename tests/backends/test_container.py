@@ -85,3 +85,36 @@ def test_a_graceful_stop_reaches_the_rank_s_own_process_in_the_image(tmp_path: P
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)  # as the supervisor's graceful stop does
     assert proc.wait(timeout=60) == 7 and proc.stdout.read() == "stopped\n"
+
+
+def test_the_local_backend_runs_a_rank_in_its_image_stops_it_gracefully_and_refuses_a_missing_one(
+        tmp_path: Path) -> None:
+    from neocloud.backends.base import Task
+    from neocloud.backends.cgroups import Cgroup
+    from neocloud.backends.local import LocalBackend
+    from tests.api.conftest import wait_for
+
+    image = built_image()
+    backend = LocalBackend(tmp_path)
+    try:
+        backend.launch([Task(1, 1, 'echo "in $(cat /etc/debian_version) as $(id -u) with $SECRET"', {"SECRET": "s3"},
+                             (("n0", (0,)),), tenant="alice", image=image)])
+        backend.launch([Task(2, 1, "trap 'echo stopping; exit 5' TERM; echo up; while :; do sleep 0.1; done", {},
+                             (("n0", (1,)),), tenant="alice", image=image)])
+        assert backend.launch([Task(3, 1, "true", {}, (("n0", (2,)),), tenant="alice",
+                                    image="localhost/missing:1")]) == [
+            (3, "image 'localhost/missing:1' is not on this node (no registry is pulled from): load it first with "
+                "`podman load` or `podman import`")]
+        wait_for(lambda: b"up" in backend.log_path(2, 0, "stdout").read_bytes(), timeout=120)
+        backend.stop(2, 1)
+        ended: dict = {}
+        wait_for(lambda: ended.update({e.job_id: e.codes for e in backend.poll()}) or len(ended) == 2, timeout=120)
+        assert ended == {1: (0,), 2: (5,)}
+        out = backend.log_path(1, 0, "stdout").read_text()
+        uid = out.split(" as ")[1].split()[0]
+        assert out.startswith("in 12.") and out.endswith("with s3\n") and uid != "0"
+        assert backend.log_path(2, 0, "stdout").read_text() == "up\nstopping\n"
+        assert Cgroup.leftovers(backend.instance) == []
+    finally:
+        backend.reap_orphans(set())
+        backend.close()

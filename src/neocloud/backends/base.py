@@ -24,6 +24,7 @@ class Task:
     memory_mib: int = 0  # per rank, likewise
     trusted: bool = False  # neocloud's own (an active check): runs as the server's user, outside any sandbox
     estimate_s: float | None = None  # the spec's estimated_duration: how long an emulated attempt runs
+    image: str | None = None  # an OCI image to run each rank in (where the backend can), else the host's system
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from pathlib import Path
 import neocloud
 from neocloud.backends.base import Exit, Recovered, Task
 from neocloud.backends.cgroups import Cgroup, available
+from neocloud.backends.container import Containers
 from neocloud.backends.identity import Identity, tenant_identity
 from neocloud.backends.sandbox import Sandbox, tools
 from neocloud.backends.spawner import start_time
@@ -87,6 +88,7 @@ class LocalBackend:
         self.cgroups = available() is None
         hide = {str(self.data_dir.resolve()), str(self.files.resolve()), str(Path(neocloud.__file__).resolve().parent)}
         self.sandbox = Sandbox(hide=tuple(sorted(hide)), devices=devices, bwrap=bwrap, setpriv=setpriv)
+        self.containers = Containers(devices=devices)
         self.isolation = ("the sandbox is off (--no-sandbox)" if not sandbox else
                           "bubblewrap is not installed (apt install bubblewrap)" if bwrap is None else
                           "neocloud is not running as root, so every job runs as its user" if os.geteuid() != 0 else
@@ -126,14 +128,23 @@ class LocalBackend:
             dirs.append([str(task.checkpoint_dir), *owner])
         command = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
         sandbox = Sandbox(()) if trusted else self.sandbox  # the server's own checks see the host as it is
+        if task.image is not None and (why := self.containers.missing(task.image)):
+            raise NeocloudError(why)
         ranks, port = [], _free_port()
         for rank, (node, gpus) in enumerate(task.nodes):
             stem = job_dir / f"attempt-{task.attempt}.rank-{rank}"
             env = {**task.env, **_rank_env(task, rank, node, gpus, port)}
-            how = sandbox.rank(command, env, who, work, task.checkpoint_dir, gpus)
-            cgroup = {"instance": self.instance, "name": f"j{task.job_id}-a{task.attempt}-r{rank}",
+            name = f"j{task.job_id}-a{task.attempt}-r{rank}"
+            env_text = None
+            if task.image is None:
+                how = sandbox.rank(command, env, who, work, task.checkpoint_dir, gpus)
+            else:
+                how, env_text = self.containers.rank(task.image, command, env, who, work, task.checkpoint_dir, gpus,
+                                                     f"neocloud-{self.instance}-{name}",
+                                                     f"neocloud-{self.instance}/{name}" if self.cgroups else None)
+            cgroup = {"instance": self.instance, "name": name,
                       "cpu_milli": task.cpu_milli, "memory_mib": task.memory_mib} if self.cgroups else None
-            ranks.append({"argv": how.argv, "env": how.env, "cwd": how.cwd, "fd_args": how.fd_args,
+            ranks.append({"argv": how.argv, "env": how.env, "cwd": how.cwd, "fd_args": how.fd_args, "fd_text": env_text,
                           "spare_top": how.spare_top, "dirs": dirs, "cgroup": cgroup,
                           "pid_file": f"{stem}.pid", "exit_file": f"{stem}.exit",
                           "stdout": str(self.log_path(task.job_id, rank, "stdout")),

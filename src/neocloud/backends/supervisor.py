@@ -48,7 +48,7 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     pipes = [os.pipe() for _ in logs]
-    args_fd = _args_file(rank.get("fd_args"))
+    args_fd = _args_file(rank.get("fd_args"), rank.get("fd_text"))
     pid = os.fork()
     if pid == 0:
         _exec(rank, [w for _, w in pipes], args_fd, cgroup)
@@ -111,12 +111,14 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
     return 0
 
 
-def _args_file(args: list[str] | None) -> int | None:
-    """bubblewrap's arguments (the job's environment among them) in an anonymous file."""
-    if args is None:
+def _args_file(args: list[str] | None, text: str | None = None) -> int | None:
+    """bubblewrap's arguments (the job's environment among them), or podman's env file, in an
+    anonymous file."""
+    if args is None and text is None:
         return None
     fd = os.memfd_create("neocloud-args", 0)
-    os.write(fd, b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in args))
+    data = text.encode() if text is not None else b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in args or [])
+    os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
