@@ -63,8 +63,8 @@ def test_a_tenant_reaches_only_its_own_code_by_its_digest(tmp_path: Path) -> Non
     store = CodeStore(tmp_path / "code")
     (tmp_path / "w").mkdir()
     data = _code(tmp_path / "w")
-    digest = store.put("team-a", data)
-    assert store.put("team-a", data) == digest  # the same code is kept once
+    digest, count = store.put("team-a", data)
+    assert count == 3 and store.put("team-a", data) == (digest, 3)  # the same code is kept once
     assert store.get("team-a", digest) is not None and store.get("team-a", digest).read_bytes() == data
     assert store.get("team-b", digest) is None
     assert store.get("team-a", "sha256:../../team-b") is None

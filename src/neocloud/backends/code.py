@@ -61,9 +61,10 @@ class CodeStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def put(self, tenant: str, data: bytes) -> str:
-        """Keep a checked archive; its digest names it (the same code twice is kept once)."""
-        check(data)
+    def put(self, tenant: str, data: bytes) -> tuple[str, int]:
+        """Keep a checked archive: its digest, which names it (the same code twice is kept once),
+        and its count of files."""
+        count = check(data)
         digest = digest_of(data)
         path = self._path(tenant, digest)
         if not path.exists():
@@ -72,7 +73,7 @@ class CodeStore:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
-        return digest
+        return digest, count
 
     def get(self, tenant: str, digest: str) -> Path | None:
         """The archive's path, or None if this tenant sent no such code."""
