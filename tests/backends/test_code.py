@@ -89,3 +89,33 @@ def test_unpacked_code_belongs_to_the_tenant_and_a_planted_link_is_never_followe
     with pytest.raises(OSError):
         unpack(archive, work / "again", staging, owner)
     assert list(outside.iterdir()) == [] and list(staging.iterdir()) == []
+
+
+def test_each_rank_starts_in_its_own_copy_of_the_code_kept_across_attempts(tmp_path: Path) -> None:
+    from neocloud.backends.base import Task
+    from neocloud.backends.local import LocalBackend
+    from tests.api.conftest import wait_for
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "train.py").write_text("import os\nprint('rank', os.environ['NEOCLOUD_NODE_RANK'], os.getcwd())\n")
+    archive = tmp_path / "code.tar.gz"
+    archive.write_bytes(pack(tmp_path / "w"))
+    backend = LocalBackend(tmp_path / "files")
+    command = "python3 train.py && ls && echo mine > own.txt"
+    nodes = (("n0", (0,)), ("n0", (1,)))
+    try:
+        for attempt in (1, 2):
+            assert backend.launch([Task(1, attempt, command, {}, nodes, tenant="alice", code=archive)]) == []
+            ended: list = []
+            wait_for(lambda: ended.extend(backend.poll()) or bool(ended), timeout=60)
+            assert ended[0].codes == (0, 0)
+        for rank in (0, 1):
+            out = backend.log_path(1, rank, "stdout").read_text()
+            where = "/job" if backend.sandbox.bwrap else str(tmp_path / "files" / "work" / "1" / f"rank-{rank}")
+            assert out == f"rank {rank} {where}\ntrain.py\n" + f"rank {rank} {where}\nown.txt\ntrain.py\n"
+            copy = tmp_path / "files" / "work" / "1" / f"rank-{rank}"
+            if os.geteuid() == 0 and backend.as_tenants:
+                assert copy.stat().st_uid == (copy / "train.py").stat().st_uid != 0
+    finally:
+        backend.reap_orphans(set())
+        backend.close()

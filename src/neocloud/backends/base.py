@@ -25,6 +25,7 @@ class Task:
     trusted: bool = False  # neocloud's own (an active check): runs as the server's user, outside any sandbox
     estimate_s: float | None = None  # the spec's estimated_duration: how long an emulated attempt runs
     image: str | None = None  # an OCI image to run each rank in (where the backend can), else the host's system
+    code: Path | None = None  # the job's code (a gzipped tar, backends/code.py): each rank starts in its own copy
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,8 +95,11 @@ def unpack(archive: Path, dest: Path, staging: Path, owner: tuple[int, int] | No
     try:
         tree = work / "tree"
         tree.mkdir()
-        with tarfile.open(archive, mode="r:gz") as tar:
-            tar.extractall(tree, filter="data")
+        try:
+            with tarfile.open(archive, mode="r:gz") as tar:
+                tar.extractall(tree, filter="data")
+        except (tarfile.TarError, EOFError) as e:
+            raise NeocloudError(f"the job's code could not be unpacked: {e}") from None
         if owner is not None:
             for top, dirs, names in os.walk(tree):
                 for name in dirs + names:

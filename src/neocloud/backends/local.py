@@ -38,6 +38,7 @@ from pathlib import Path
 import neocloud
 from neocloud.backends.base import Exit, Recovered, Task
 from neocloud.backends.cgroups import Cgroup, available
+from neocloud.backends.code import unpack
 from neocloud.backends.container import Containers
 from neocloud.backends.identity import Identity, tenant_identity
 from neocloud.backends.sandbox import Sandbox, tools
@@ -135,11 +136,12 @@ class LocalBackend:
             stem = job_dir / f"attempt-{task.attempt}.rank-{rank}"
             env = {**task.env, **_rank_env(task, rank, node, gpus, port)}
             name = f"j{task.job_id}-a{task.attempt}-r{rank}"
+            home = work if task.code is None else self._code_copy(task.code, job_dir, work, rank, owner)
             env_text = None
             if task.image is None:
-                how = sandbox.rank(command, env, who, work, task.checkpoint_dir, gpus)
+                how = sandbox.rank(command, env, who, home, task.checkpoint_dir, gpus)
             else:
-                how, env_text = self.containers.rank(task.image, command, env, who, work, task.checkpoint_dir, gpus,
+                how, env_text = self.containers.rank(task.image, command, env, who, home, task.checkpoint_dir, gpus,
                                                      f"neocloud-{self.instance}-{name}",
                                                      f"neocloud-{self.instance}/{name}" if self.cgroups else None)
             cgroup = {"instance": self.instance, "name": name,
@@ -150,6 +152,19 @@ class LocalBackend:
                           "stdout": str(self.log_path(task.job_id, rank, "stdout")),
                           "stderr": str(self.log_path(task.job_id, rank, "stderr"))})
         return ranks
+
+    def _code_copy(self, archive: Path, job_dir: Path, work: Path, rank: int, owner: tuple[int | None, int | None]) -> Path:
+        """The rank's own copy of the job's code, made at its first attempt and kept for later
+        ones (as a work directory is): the rank starts there, as /job."""
+        dest = work / f"rank-{rank}"
+        if not os.path.lexists(dest):
+            job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            work.mkdir(parents=True, exist_ok=True)
+            uid, gid = owner
+            if uid is not None and gid is not None:
+                os.chown(work, uid, gid)
+            unpack(archive, dest, job_dir, None if uid is None or gid is None else (uid, gid))
+        return dest
 
     def _spawn(self, requests: list[list[dict]]) -> list[dict]:
         """Start attempts through the spawner process (started, or restarted, as needed)."""
