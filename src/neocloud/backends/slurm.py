@@ -13,6 +13,11 @@ the batch script sets the job's allow-listed variables itself).
 
     DATA_DIR/jobs/<id>/rank-<r>.out, rank-<r>.err          logs, appended across attempts (tenant's)
     DATA_DIR/jobs/<id>/attempt-<a>.rank-<r>.exit           each node's exit status (tenant's)
+    DATA_DIR/jobs/<id>/code.tar.gz, work/rank-<r>/         the job's code, and each node's copy of it (tenant's)
+
+The job directories must be on storage the nodes share with the server (as a Slurm site's home
+or scratch filesystem is): logs and exit statuses come back through it, and a job's code reaches
+its nodes through it, each node unpacking its own copy as the tenant's user at the first attempt.
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ PREFIX = "neocloud-"
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 # Per node: run the command ("$@"), then record its status in <attempt prefix>.rank-<node>.exit.
 WRAPPER = '"$@"; rc=$?; printf "%s" "$rc" > "$0.rank-$SLURM_NODEID.exit"; exit "$rc"'
+# With code: first, on its first attempt, each node unpacks the job's code ($1) into its own copy
+# ($2/rank-N, the tenant's own files, as the tenant's user) and starts there; then WRAPPER.
+WITH_CODE = ('c="$1"; d="$2/rank-$SLURM_NODEID"; shift 2; '
+             '{ [ -e "$d" ] || { rm -rf "$d.part" && mkdir -p "$d.part" && tar -xzf "$c" -C "$d.part" '
+             '--no-same-owner && mv "$d.part" "$d"; }; } && cd "$d" || '
+             '{ echo "neocloud: the job\'s code could not be unpacked into $d" >&2; '
+             'printf 1 > "$0.rank-$SLURM_NODEID.exit"; exit 1; }; ' + WRAPPER)
 DEFAULT_GPU = "H100"  # a node whose GRES names no GPU model
 
 
@@ -137,6 +149,13 @@ class SlurmBackend:
         for r in range(len(task.nodes)):
             Path(f"{stem}.rank-{r}.exit").unlink(missing_ok=True)
         argv = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
+        wrapper, code_args = WRAPPER, []
+        if task.code is not None:  # through the job directory, which the nodes and the server share
+            archive = job_dir / "code.tar.gz"
+            shutil.copyfile(task.code, archive)
+            if who is not None:
+                os.chown(archive, who.uid, who.gid)
+            wrapper, code_args = WITH_CODE, [str(archive), str(job_dir / "work")]
         per_node = max((len(g) for _, g in task.nodes), default=0)
         env = {**task.env, "NEOCLOUD_JOB_ID": str(task.job_id), "NEOCLOUD_ATTEMPT": str(task.attempt),
                "NEOCLOUD_NUM_NODES": str(len(task.nodes)), "HOME": str(job_dir),
@@ -147,7 +166,7 @@ class SlurmBackend:
             *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
             "exec srun --export=ALL --kill-on-bad-exit=1 --ntasks-per-node=1 --open-mode=append "
             f"--output={job_dir}/rank-%n.out --error={job_dir}/rank-%n.err "
-            + shlex.join(["/bin/sh", "-c", WRAPPER, str(stem), *argv]),
+            + shlex.join(["/bin/sh", "-c", wrapper, str(stem), *code_args, *argv]),
             "",
         ])
         cmd = ["sbatch", "--parsable", f"--job-name={PREFIX}{task.job_id}-{task.attempt}",
