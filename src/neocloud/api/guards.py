@@ -9,23 +9,15 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # the dashboard's capacity form takes up to 1 MB of pipeline YAML
 EXCERPT = 200  # characters of a bad input a 422 quotes
-POLICY = ("default-src 'self'; script-src 'self' 'nonce-{nonce}'{scripts}; style-src 'self' 'unsafe-inline'{styles}; "
-          "img-src 'self' data:{images}; font-src 'self'{fonts}; worker-src 'self'{workers}; object-src 'none'; "
+POLICY = ("default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+          "img-src 'self' data:; font-src 'self'; worker-src 'self'; object-src 'none'; "
           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-CDN = " https://cdn.jsdelivr.net"
-DOCS_SOURCES = {  # what FastAPI's API documentation pages load from elsewhere
-    "/docs": {"scripts": CDN, "styles": CDN, "images": " https://fastapi.tiangolo.com", "fonts": "", "workers": ""},
-    "/redoc": {"scripts": CDN, "styles": " https://fonts.googleapis.com", "fonts": " https://fonts.gstatic.com",
-               "images": " https://fastapi.tiangolo.com https://cdn.redoc.ly", "workers": " blob:"},
-}
-OWN = dict.fromkeys(("scripts", "styles", "images", "fonts", "workers"), "")
 
 
 class BodyLimit:
@@ -105,7 +97,7 @@ class SecurityHeaders:
             return await self.app(scope, receive, send)
         nonce = secrets.token_urlsafe(16)
         scope.setdefault("state", {})["csp_nonce"] = nonce
-        policy = POLICY.format(nonce=nonce, **DOCS_SOURCES.get(scope["path"], OWN))
+        policy = POLICY.format(nonce=nonce)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -117,13 +109,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-def docs(request: Request) -> HTMLResponse:
-    """Swagger UI, its inline script carrying the response's CSP nonce."""
-    page = get_swagger_ui_html(openapi_url=request.app.openapi_url, title=f"{request.app.title} - API")
-    nonce = request.state.csp_nonce
-    return HTMLResponse(bytes(page.body).decode().replace("<script>", f'<script nonce="{nonce}">'))
 
 
 async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:

@@ -36,7 +36,7 @@ from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
 from neocloud.store.database import connect, database_url, sessions
 from neocloud.store.leadership import Leadership
-from neocloud.web import dashboard
+from neocloud.web import apidocs, dashboard
 
 log = logging.getLogger("neocloud.server")
 
@@ -150,14 +150,14 @@ def create_app(service: Service) -> FastAPI:
         finally:
             await asyncio.to_thread(service.controller.stop)
 
-    app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan, docs_url=None,
+    # The documentation pages are apidocs' own: their scripts come from this server, not a CDN.
+    app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="The control plane of a GPU cloud: jobs, nodes, tenants.")
     app.state.service = service
     app.state.auth_failures = FailureLimit()
-    app.add_api_route("/docs", guards.docs, include_in_schema=False)
     app.state.twin_reports = []  # the dashboard's last two twin runs, side by side
     for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
-                   admin.router, admin.tokens_router, dashboard.router):
+                   admin.router, admin.tokens_router, dashboard.router, apidocs.router):
         app.include_router(router)
     app.add_exception_handler(dashboard.Login, cast(ExceptionHandler, dashboard.login_redirect))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,6 +11,7 @@ import typer
 from rich.table import Table
 
 from neocloud.cli.main import _progress, app, console
+from neocloud.errors import NeocloudError
 
 capacity_app = typer.Typer(help="Capacity planning: megawatts, delays, and what a slip costs.", no_args_is_help=True)
 app.add_typer(capacity_app, name="capacity")
@@ -30,6 +32,13 @@ def capacity_plan(
     from neocloud.capacity.plan import summarise
     from neocloud.capacity.schema import load_pipeline
 
+    for option, path in (("--out", out), ("--html", html), ("--png", png)):  # before the Monte Carlo, not after
+        if path is not None:
+            _can_write(option, path)
+    if png:
+        from neocloud.web.capacity import require_charts
+
+        require_charts()
     p = load_pipeline(pipeline)
     with _progress("simulating") as bar:
         task = bar.add_task("", total=len(p.projects))
@@ -50,6 +59,17 @@ def capacity_plan(
 
         fan_chart_png(plan, png)
         console.print(f"wrote {png}")
+
+
+def _can_write(option: str, path: Path) -> None:
+    """An output the plan could not be written to, refused before the work rather than after it."""
+    folder = path.parent
+    if path.is_dir():
+        raise NeocloudError(f"{option} {path}: is a directory; give a file name")
+    if not folder.is_dir():
+        raise NeocloudError(f"{option} {path}: there is no directory {folder}; create it or write elsewhere")
+    if not os.access(folder, os.W_OK):
+        raise NeocloudError(f"{option} {path}: the directory {folder} is not writable; write elsewhere")
 
 
 def _print(plan: dict) -> None:

@@ -34,12 +34,23 @@ def report_html(plan: dict[str, Any]) -> str:
                                                         fan_chart=fan_chart_js())
 
 
+CHARTS_MISSING = ("PNG charts need matplotlib, which the charts extra installs: pip install 'neocloud[charts]' "
+                  "(in a checkout: .venv/bin/pip install -e '.[charts]')")
+
+
+def require_charts() -> None:
+    """Fail at once, before any work, where the PNG chart could not be drawn (no matplotlib)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise NeocloudError(CHARTS_MISSING) from None
+
+
 def fan_chart_png(plan: dict[str, Any], path: Path) -> None:
     """MW live (P10-P90 band, P50) against the target and the contracted power; GPUs live below."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise NeocloudError("PNG charts need matplotlib: pip install 'neocloud[charts]'") from None
+    require_charts()
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter

@@ -16,6 +16,7 @@ import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -47,7 +48,7 @@ SAFE = {"GET", "HEAD", "OPTIONS"}
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 LOG_TAIL = 20_000  # bytes of a job's output its page shows
 STATIC = Path(__file__).parent / "static"
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXAMPLES = files("neocloud.web") / "examples"  # package data: examples/ of the source, shipped in the wheel
 SAMPLE = """name: hello
 command: |
   echo "hello from job $NEOCLOUD_JOB_ID on $NEOCLOUD_NODE"
@@ -602,8 +603,10 @@ def twin_run(request: Request, trace: Annotated[str, Form(max_length=255)],
                      error="pick a trace and a fleet from the lists", traces=_traces(), fleets=_fleets())
     try:
         with TWIN_LOCK:  # one replay at a time: it is CPU-bound
-            report = simulate(load_fleet(EXAMPLES / "fleets" / fleet_file), load_trace(EXAMPLES / "traces" / trace),
-                              policy=policy, placement=placement).to_dict()
+            with as_file(EXAMPLES / "fleets" / fleet_file) as fleet_path, \
+                    as_file(EXAMPLES / "traces" / trace) as trace_path:
+                report = simulate(load_fleet(fleet_path), load_trace(trace_path), policy=policy,
+                                  placement=placement).to_dict()
     except NeocloudError as e:
         return _page(request, "twin.html", who, status=422, reports=reports, error=_message(e), traces=_traces(),
                      fleets=_fleets())
@@ -613,8 +616,14 @@ def twin_run(request: Request, trace: Annotated[str, Form(max_length=255)],
 
 
 def _traces() -> list[str]:
-    return sorted(p.name for p in (EXAMPLES / "traces").glob("*.csv"))
+    return _examples("traces", ".csv")
 
 
 def _fleets() -> list[str]:
-    return sorted(p.name for p in (EXAMPLES / "fleets").glob("*.yaml"))
+    return _examples("fleets", ".yaml")
+
+
+def _examples(kind: str, suffix: str) -> list[str]:
+    """The names of the shipped examples of one kind (a folder of examples/)."""
+    folder = EXAMPLES / kind
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(suffix) and p.is_file()) if folder.is_dir() else []
