@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 Caller = Annotated[Principal, Depends(caller)]
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_LOG_CHUNK = 1 << 20
-STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
+STATES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
 ACTIVE = ("PENDING", "RUNNING")
 DRY_RUN_TRIES = 4  # a dry run waits this many times for the loop's share to allow a snapshot
 
@@ -45,7 +45,7 @@ def job_dict(row: JobRow, expected: tuple[float | None, float | None] = (None, N
             "started_at": row.started_at, "ended_at": row.ended_at, "attempts": row.attempts,
             "placement": row.placement, "exit_code": row.exit_code, "reason": row.reason,
             "cancel_requested": row.cancel_requested, "spec": row.spec, "expected_start": expected[0],
-            "expected_end": expected[1]}
+            "expected_end": expected[1], "array_job": row.array_job, "array_index": row.array_index}
 
 
 def job_out(row: JobRow, forecasts: Forecasts | None = None, now: float = 0.0) -> JobOut:
@@ -83,20 +83,20 @@ async def submit(spec: JobSpec, request: Request, who: Caller,
     controller = request.app.state.service.controller
     if dry_run:
         for _ in range(DRY_RUN_TRIES):
-            base, job = await wrap_future(controller.dry_run(tenant, body))
+            base, job, ended = await wrap_future(controller.dry_run(tenant, body))
             if isinstance(base, Base):
                 break
             await asyncio.sleep(base)
         else:
             raise HTTPException(503, "the forecast is busy with other dry runs; try again in a few seconds")
-        out = await run_in_threadpool(controller.forecasts.dry_run, base, job)
+        out = await run_in_threadpool(controller.forecasts.dry_run, base, job, ended)
         start, end = out.expected(job.id, controller.clock())
         nodes, gpus = out.where.get(job.id, ((), ()))
         answer = DryRunOut(name=job.name, tenant=tenant, gpus=job.gpus, expected_start=start, expected_end=end,
                            placement=[{"node": controller.fleet.nodes[n].name, "gpus": list(g)}
                                       for n, g in zip(nodes, gpus)] or None,
-                           reason=out.why if start is not None else "not expected to start within 30 days"
-                           + (f": {out.why}" if out.why else ""))
+                           reason=out.why if start is not None or job.depends_on
+                           else "not expected to start within 30 days" + (f": {out.why}" if out.why else ""))
         return JSONResponse(answer.model_dump(), status_code=200)
     row = await wrap_future(controller.submit(tenant, body))
     # The hot path: answer in JobOut's shape without building and validating a model.
@@ -109,6 +109,7 @@ def list_jobs(request: Request, who: Caller,
               tenant: Annotated[str | None, Query(max_length=63, pattern=NAME)] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
               before: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only jobs with a lower id.")] = None,
+              array: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only the tasks of this array.")] = None,
               ) -> list[JobOut]:
     q = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
     if not who.admin:
@@ -119,6 +120,8 @@ def list_jobs(request: Request, who: Caller,
         q = q.where(JobRow.state == state)
     if before:
         q = q.where(JobRow.id < before)
+    if array:
+        q = q.where(JobRow.array_job == array)
     service = request.app.state.service
     with service.sessions() as s:
         return [job_out(r, service.controller.forecasts, service.controller.clock()) for r in s.scalars(q)]
@@ -132,7 +135,7 @@ def get_job(job_id: JobId, request: Request, who: Caller) -> JobOut:
 
 @router.delete("/jobs/{job_id}", response_model=JobOut, responses={404: {"description": "No such job"}})
 async def cancel(job_id: JobId, request: Request, who: Caller) -> JobOut:
-    """Cancel a job: the controller looks it up and refuses another tenant's (404), so this route
+    """Cancel a job (an array's id: every task of it still pending or running): the controller looks it up and refuses another tenant's (404), so this route
     reads nothing itself and only awaits that one turn."""
     try:
         row = await wrap_future(request.app.state.service.controller.cancel(job_id, who.tenant))

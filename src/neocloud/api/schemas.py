@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from neocloud.fleet.schema import known_gpu
 from neocloud.model.job import PriorityClass
+from neocloud.sched.arrays import MAX_TASKS, parse_array
 
 NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 GpuType = Annotated[str, Field(max_length=64), AfterValidator(known_gpu)]  # a catalog model, by its own name
@@ -131,6 +132,16 @@ class Input(BaseModel):
 Duration = Annotated[float | None, Field(default=None, description="Seconds, or '90s', '30m', '2h', '1d'.")]
 
 
+class DependencyIn(Input):
+    """Start only after job `job` ends as `when` says (Slurm's --dependency); an array's id waits for all
+    its tasks."""
+
+    job: int = Field(ge=1, le=MAX_ID)
+    when: Literal["afterok", "afterany", "afternotok"] = Field(
+        default="afterok", description="afterok: once it completed; afterany: once it ended; afternotok: once it "
+                                       "failed, was cancelled or timed out.")
+
+
 class JobSpec(Input):
     """A job as a tenant writes it (YAML or JSON)."""
 
@@ -141,6 +152,14 @@ class JobSpec(Input):
     gpu_type: GpuType | None = Field(default=None, description="A catalog GPU model; any if unset.")
     priority: PriorityClass = PriorityClass.ON_DEMAND
     estimated_duration: Duration = None
+    time_limit: Duration = Field(default=None, description="Seconds, '30m', '2h': the job is stopped once it has run "
+                                                           "this long (all attempts together) and ends TIMEOUT; "
+                                                           "the scheduler's estimate when none is given.")
+    array: int | str | None = Field(default=None, description=f"A job array: a number of tasks (0..N-1), or Slurm's "
+                                                              "'0-15', '1,3,5-7', '0-20:5', with '%K' to run at most K "
+                                                              f"at once; at most {MAX_TASKS} tasks.")
+    depends_on: list[DependencyIn] = Field(default_factory=list, max_length=64,
+                                           description="Jobs to wait for: ids (afterok) or {job, when}.")
     checkpoint_interval: float | Literal["auto"] | None = Field(
         default=None, description="Seconds, '30m', ..., or 'auto': Daly's interval from the fleet's failure rate "
                                   "and the job's checkpoint_cost and restart_cost (given as NEOCLOUD_CHECKPOINT_INTERVAL).")
@@ -160,7 +179,24 @@ class JobSpec(Input):
     def _name(cls, v: str | None) -> str | None:
         return v if v is None else name(v)
 
-    @field_validator("estimated_duration", "checkpoint_interval", "checkpoint_cost", "restart_cost", mode="before")
+    @field_validator("array", mode="before")
+    @classmethod
+    def _array(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("array is a number of tasks or a string like '0-15%4' or '1,3,5-7'")
+        if isinstance(v, int | str):
+            parse_array(v)
+        return v
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _depends_on(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"job": d} if isinstance(d, int) and not isinstance(d, bool) else d for d in v]
+        return v
+
+    @field_validator("estimated_duration", "time_limit", "checkpoint_interval", "checkpoint_cost", "restart_cost",
+                     mode="before")
     @classmethod
     def _duration(cls, v: Any, info: ValidationInfo) -> float | str | None:
         return v if info.field_name == "checkpoint_interval" and v == "auto" else seconds(v)
@@ -230,6 +266,8 @@ class JobOut(BaseModel):
     spec: dict[str, Any]
     expected_start: float | None = Field(None, description=EXPECTED_START)
     expected_end: float | None = Field(None, description=EXPECTED_END)
+    array_job: int | None = Field(None, description="The array this job is a task of (its first task's id).")
+    array_index: int | None = Field(None, description="This task's index in its array (NEOCLOUD_ARRAY_INDEX).")
 
 
 class DryRunOut(BaseModel):

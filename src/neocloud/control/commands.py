@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from neocloud.backends.base import Backend
-from neocloud.control import records
+from neocloud.control import batch, records
 from neocloud.control.billing import Billing
 from neocloud.control.failures import Failures
 from neocloud.control.forecasts import DRY_RUN, Base, Forecasts
@@ -25,6 +25,7 @@ from neocloud.control.nodes import Nodes
 from neocloud.errors import NeocloudError
 from neocloud.model.job import SYSTEM, Job
 from neocloud.model.lifecycle import LifecycleError, Stage, stage
+from neocloud.sched.arrays import parse_array
 from neocloud.sched.scheduler import Scheduler
 from neocloud.store.tables import ContractRow, JobRow, PriceRow, Tenant, Token
 
@@ -85,42 +86,61 @@ class Commands:
         self.sched.check(job_of(spec["name"], tenant, spec, now))  # refused with its name, not an id
 
     def submit(self, tenant: str, spec: dict[str, Any]) -> Future[JobRow]:
+        """Queue a job; an array is one job per task, and the answer is its first task's row, whose id
+        is the array's."""
         def run(s: Session, now: float) -> JobRow:
             self._may_submit(tenant, spec, now)
-            job_id = self.new_id()
-            job = job_of(str(job_id), tenant, spec, now)
-            row = JobRow(id=job_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
-                         priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
-                         reason="", cancel_requested=False, ledger={}, usage_class="")
-            s.add(row)
-            records.keep(s, row)
-            self.sched.submit(job, now)
-            records.event(s, row.id, now, "submitted", f"{job.gpus:g} GPU(s), {job.priority.value}")
-            self.metrics.submitted.inc()
-            return row
+            deps, ended = batch.dependencies(s, tenant, spec)
+            indices: tuple[int | None, ...] = (None,)
+            if spec.get("array") is not None:
+                indices = parse_array(spec["array"]).indices
+            first: JobRow | None = None
+            for index in indices:
+                job_id = self.new_id()
+                array_job = None if index is None else (job_id if first is None else first.id)
+                job = job_of(str(job_id), tenant, spec, now, array_job=array_job, array_index=index, depends_on=deps)
+                row = JobRow(id=job_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
+                             priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
+                             reason="", cancel_requested=False, ledger={}, usage_class="", array_job=array_job,
+                             array_index=index, timed_out=False)
+                s.add(row)
+                records.keep(s, row)
+                self.sched.submit(job, now, ended=ended)
+                what = f"{job.gpus:g} GPU(s), {job.priority.value}"
+                records.event(s, row.id, now, "submitted", what if index is None else f"{what}, task {index} of array "
+                                                                                      f"{array_job}")
+                self.metrics.submitted.inc()
+                first = first or row
+            assert first is not None
+            return first
 
         return self.call(run, checked=True)
 
-    def dry_run(self, tenant: str, spec: dict[str, Any]) -> Future[tuple[Base | float, Job]]:
+    def dry_run(self, tenant: str, spec: dict[str, Any]) -> Future[tuple[Base | float, Job, dict[str, str]]]:
         """A submit's checks, then the snapshot to forecast the job in (off the loop:
-        `forecasts.dry_run`), or how long to wait for one. Nothing is written and no id is taken."""
-        def run(s: Session, now: float) -> tuple[Base | float, Job]:
+        `forecasts.dry_run`), or how long to wait for one, and how the jobs it depends on that are over
+        ended. Nothing is written and no id is taken."""
+        def run(s: Session, now: float) -> tuple[Base | float, Job, dict[str, str]]:
             self._may_submit(tenant, spec, now)
-            return self.forecasts.current(self.sched, now), job_of(DRY_RUN, tenant, spec, now)
+            deps, ended = batch.dependencies(s, tenant, spec)
+            return (self.forecasts.current(self.sched, now), job_of(DRY_RUN, tenant, spec, now, depends_on=deps),
+                    ended)
 
         return self.call(run, checked=True)
 
     def cancel(self, job_id: int, tenant: str | None) -> Future[JobRow]:
+        """Cancel a job; an array's id (its first task's) cancels every task of it still pending or running."""
         def run(s: Session, now: float) -> JobRow:
             row = records.row(s, job_id)
             if row is None or (tenant is not None and row.tenant != tenant):
                 raise NotFound(f"no job {job_id}")
-            if row.state == "PENDING":
-                self.jobs.settle(s, row, "CANCELLED", None, "cancelled while pending", now)
-            elif row.state == "RUNNING" and not row.cancel_requested:
-                row.cancel_requested = True
-                records.event(s, row.id, now, "cancel-requested", "stopping its processes")
-                self.jobs.stop(row)
+            for task in batch.tasks_of(s, row.id) if row.array_job == row.id else [row]:
+                if task.state == "PENDING":
+                    self.jobs.settle(s, task, "CANCELLED", None, "cancelled while pending", now)
+                elif task.state == "RUNNING" and not task.cancel_requested:
+                    task.cancel_requested = True
+                    records.event(s, task.id, now, "cancel-requested", "stopping its processes")
+                    self.jobs.stop(task)
             return row
 
         return self.call(run, checked=True)

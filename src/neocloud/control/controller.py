@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from neocloud.backends.base import Backend, Exit, Task
-from neocloud.control import records
+from neocloud.control import batch, records
 from neocloud.control.billing import Billing
 from neocloud.control.checks import CHECK_COMMAND, Checks
 from neocloud.control.commands import Commands, Conflict, NotFound, Refused, digest
@@ -277,6 +277,8 @@ class Controller(Commands):
             records.load(s, [e.job_id for e in exits])
             for ended in exits:
                 self._ended(s, ended, now)
+            while news := self.sched.news(now):  # gates and time limits, as the core decided
+                batch.carry(s, self.jobs, news, now)
             decisions = self.sched.decisions
             actions = self.sched.schedule(now)
             records.load(s, [int(a.job_id) for a in actions])

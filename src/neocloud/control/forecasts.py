@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from neocloud.model.job import Job
 from neocloud.sched.forecast import DEFAULT_S, Forecast, forecast, snapshot
+from neocloud.sched.gates import Unmet, Waiting
 from neocloud.sched.scheduler import Scheduler
 
 log = logging.getLogger("neocloud.forecast")
@@ -96,10 +98,15 @@ class Forecasts:
             self._gap_until = max(self._gap_until, started + took / RUN_SHARE)
         self.latest = out
 
-    def dry_run(self, base: Base, job: Job) -> Forecast:
-        """When and where `job` would start if it were submitted into the snapshot."""
+    def dry_run(self, base: Base, job: Job, ended: Mapping[str, str] | None = None) -> Forecast:
+        """When and where `job` would start if it were submitted into the snapshot (`ended`: how the
+        jobs it depends on that are over ended). One its dependencies would hold is told no start,
+        only why: when they end is not forecast."""
         twin = snapshot(base.sched)
-        twin.submit(job, base.at)
+        twin.submit(job, base.at, ended=ended)
+        if twin.jobs[job.id].state != "PENDING":
+            held = [n for n in twin.news(base.at) if n.job_id == job.id]
+            return Forecast(why=held[0].reason if held and isinstance(held[0], Unmet | Waiting) else "")
         return forecast(twin, base.at, default_s=self.default_s, copy=False, until_started=job.id)
 
     def of(self, job_id: str, now: float) -> tuple[float | None, float | None]:

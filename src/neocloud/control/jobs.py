@@ -21,13 +21,19 @@ from neocloud.health.restarts import launch_retry
 from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.model.goodput import auto_interval, fixed_interval
-from neocloud.model.job import Job, PriorityClass
+from neocloud.model.job import Dependency, Job, PriorityClass
+from neocloud.sched.arrays import parse_array
+from neocloud.sched.limits import limit_text
 from neocloud.sched.scheduler import Scheduler
 from neocloud.store.tables import JobRow
 
 
-def job_of(job_id: str, tenant: str, spec: dict[str, Any], submitted: float) -> Job:
-    """The core's view of a job spec (as the API validated and the store keeps it)."""
+def job_of(job_id: str, tenant: str, spec: dict[str, Any], submitted: float, *, array_job: int | None = None,
+           array_index: int | None = None, depends_on: tuple[Dependency, ...] = ()) -> Job:
+    """The core's view of a job spec (as the API validated and the store keeps it). Without an
+    estimate, the time limit is the scheduler's estimate (as in Slurm's backfill)."""
+    limit = spec.get("time_limit")
+    estimate = spec.get("estimated_duration")
     return Job(
         id=job_id,
         name=spec["name"],
@@ -39,9 +45,20 @@ def job_of(job_id: str, tenant: str, spec: dict[str, Any], submitted: float) -> 
         tenant=tenant,
         priority=PriorityClass(spec.get("priority", "on-demand")),
         submit_s=submitted,
-        estimate_s=spec.get("estimated_duration"),
+        estimate_s=estimate if estimate is not None else limit,
         checkpoint_interval_s=fixed_interval(spec.get("checkpoint_interval")),
+        time_limit_s=limit,
+        array_job=None if array_job is None else str(array_job),
+        array_index=array_index,
+        throttle=parse_array(spec["array"]).throttle if spec.get("array") is not None else None,
+        depends_on=depends_on,
     )
+
+
+def row_job(row: JobRow, depends_on: tuple[Dependency, ...] = ()) -> Job:
+    """The core's view of a stored job, with its place in its array."""
+    return job_of(str(row.id), row.tenant, row.spec, row.submitted_at, array_job=row.array_job,
+                  array_index=row.array_index, depends_on=depends_on)
 
 
 class Jobs:
@@ -85,11 +102,14 @@ class Jobs:
                                      spec.get("restart_cost"))
         if interval is not None:
             env["NEOCLOUD_CHECKPOINT_INTERVAL"] = f"{float(interval):g}"
+        if row.array_job is not None:
+            env["NEOCLOUD_ARRAY_JOB_ID"] = str(row.array_job)
+            env["NEOCLOUD_ARRAY_INDEX"] = str(row.array_index)
         job = job_of(str(row.id), row.tenant, spec, row.submitted_at)
         return Task(row.id, row.attempts, command, env,
                     tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []), tenant=row.tenant,
                     checkpoint_dir=None if self.checkpoints is None else self.checkpoints / str(row.id),
-                    cpu_milli=job.cpu_milli, memory_mib=job.memory_mib, estimate_s=job.estimate_s)
+                    cpu_milli=job.cpu_milli, memory_mib=job.memory_mib, estimate_s=spec.get("estimated_duration"))
 
     def launch_failed(self, s: Session, row: JobRow, why: str, now: float) -> None:
         """The backend could not start the attempt: the job waits and tries again, or fails once it has
@@ -124,7 +144,7 @@ class Jobs:
 
     def requeue(self, s: Session, row: JobRow, now: float, why: str) -> None:
         self._end_attempt(s, row, now)
-        row.state, row.started_at, row.placement = "PENDING", None, None
+        row.state, row.started_at, row.placement, row.timed_out = "PENDING", None, None, False
         records.event(s, row.id, now, "requeued", why)
 
     def ended(self, s: Session, ended: Exit, now: float) -> JobRow | None:
@@ -161,6 +181,8 @@ def outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
     """(state, exit status, reason) of an attempt that ended."""
     if row.cancel_requested:
         return "CANCELLED", ended.code, "cancelled"
+    if row.timed_out:
+        return "TIMEOUT", ended.code, f"time limit {limit_text(float(row.spec.get('time_limit') or 0))} reached"
     if ended.ok:
         return "COMPLETED", 0, "exit 0"
     codes = ", ".join("lost" if c is None else str(c) for c in ended.codes)

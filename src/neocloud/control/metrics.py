@@ -47,7 +47,7 @@ class Metrics:
     def observe(self, sched: Scheduler) -> None:
         """Set the gauges from the scheduler's state: inside the loop (`Controller.view`), at each
         scrape, so that what costs the number of jobs is paid per scrape, not per turn."""
-        waiting = Counter(rec.job.priority.value for rec in sched.jobs.values() if rec.state in ("PENDING", "HELD"))
+        waiting = Counter(rec.job.priority.value for rec in sched.jobs.values() if rec.state in ("PENDING", "HELD", "WAITING"))
         for p in PriorityClass:
             self.queue_depth.labels(priority=p.value).set(waiting.get(p.value, 0))
         held: defaultdict[tuple[str, str], float] = defaultdict(float)

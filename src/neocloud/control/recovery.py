@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from neocloud.backends.base import Exit
-from neocloud.control import records
-from neocloud.control.jobs import job_of, outcome
+from neocloud.control import batch, records
+from neocloud.control.jobs import job_of, outcome, row_job
 from neocloud.errors import SchedulingError
 from neocloud.model.job import SYSTEM
 from neocloud.sched.state import FULL, Allocation
@@ -46,7 +46,11 @@ def recover(c: Controller) -> None:
         c.billing.load(s)
         c.sched.set_quotas(c.billing.changed(now) or {})
         keep: set[tuple[int, int]] = set()
-        for row in s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE)).order_by(JobRow.id)):
+        # Running jobs first: they hold their arrays' slots before pending tasks ask for one.
+        active = list(s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE)).order_by(JobRow.id)))
+        for row in sorted(active, key=lambda r: (r.state != "RUNNING", r.id)):
+            if row.state not in ACTIVE:  # settled meanwhile: failed by a dependency, say
+                continue
             if row.tenant == SYSTEM:
                 if _readopt_check(c, row, now):
                     keep.add((row.id, row.attempts))
@@ -56,7 +60,8 @@ def recover(c: Controller) -> None:
                     if _readopt(c, s, row, now):
                         keep.add((row.id, row.attempts))
                 else:
-                    c.sched.submit(job_of(str(row.id), row.tenant, row.spec, row.submitted_at), now, ran_s=row.run_s)
+                    job, ended = batch.stored_job(s, row)
+                    c.sched.submit(job, now, ran_s=row.run_s, ended=ended)
             except SchedulingError as e:
                 row.state, row.ended_at, row.reason = "FAILED", now, f"no longer fits this fleet: {e}"
                 records.event(s, row.id, now, "failed", row.reason)
@@ -80,7 +85,7 @@ def _readopt_check(c: Controller, row: JobRow, now: float) -> bool:
 def _readopt(c: Controller, s: Session, row: JobRow, now: float) -> bool:
     """Whether the running job was adopted; otherwise it was settled or requeued."""
     found = c.backend.recover(row.id, row.attempts, len(row.placement or []))
-    job = job_of(str(row.id), row.tenant, row.spec, row.submitted_at)
+    job = row_job(row)
     if isinstance(found, Exit):
         c.jobs.settle(s, row, *outcome(row, found), now)
         return False

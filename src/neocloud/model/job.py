@@ -22,6 +22,20 @@ class PriorityClass(str, Enum):
 
 
 _RANK = {PriorityClass.RESERVED: 0, PriorityClass.ON_DEMAND: 1, PriorityClass.SPOT: 2}
+WHEN = ("afterok", "afterany", "afternotok")  # Slurm's dependency types: after success, any end, failure
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """Wait for job `job` (an array's id stands for all its tasks, listed in `tasks`) to end as `when` says."""
+
+    job: str
+    when: str = "afterok"
+    tasks: tuple[str, ...] = ()  # the job ids it stands for; empty means `job` alone
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.tasks or (self.job,)
 SYSTEM = "system"  # the tenant of neocloud's own jobs (active health checks); no tenant may take the name
 
 
@@ -39,6 +53,11 @@ class Job:
     estimate_s: float | None = None
     checkpoint_interval_s: float | None = None
     name: str = ""
+    time_limit_s: float | None = None  # stopped once it has run this long (all attempts together)
+    array_job: str | None = None  # the array it is a task of (the id of its first task)
+    array_index: int | None = None
+    throttle: int | None = None  # at most this many of its array's tasks queued or running at once
+    depends_on: tuple[Dependency, ...] = ()
 
     @property
     def fractional(self) -> bool:

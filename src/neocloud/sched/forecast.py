@@ -104,6 +104,8 @@ def _forecast(twin: Scheduler, now: float, default_s: float, horizon_s: float, s
               until_started: str | None) -> Forecast:
     out = Forecast()
     pending = {job_id for job_id, rec in twin.jobs.items() if rec.state == "PENDING"}
+    # Held by dependencies or a throttle: released in the twin as jobs end, but told no start or end.
+    gated = {job_id for job_id, rec in twin.jobs.items() if rec.state == "WAITING"}
     ends: list[tuple[float, int, str]] = []  # (end, version, job id); a preemption bumps the version
     version: dict[str, int] = {}
 
@@ -112,7 +114,7 @@ def _forecast(twin: Scheduler, now: float, default_s: float, horizon_s: float, s
         told = rec.job.estimate_s if rec.job.estimate_s is not None else default_s
         left = told - ran if told > ran else max(ran - told, 60.0)  # past its estimate: as long again
         v = version[rec.job.id] = version.get(rec.job.id, 0) + 1
-        if rec.job.estimate_s is not None:
+        if rec.job.estimate_s is not None and rec.job.id not in gated:
             out.end[rec.job.id] = t + left
         heapq.heappush(ends, (t + left, v, rec.job.id))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from sortedcontainers import SortedList
@@ -23,7 +23,9 @@ from neocloud.model.events import Action, Launch
 from neocloud.model.fleet import Fleet
 from neocloud.model.job import Job
 from neocloud.sched.backfill import Reservation, Reservations, place_behind
+from neocloud.sched.gates import Gates, News, OverLimit, Released, Unmet
 from neocloud.sched.kept import KeptPlacement
+from neocloud.sched.limits import TimeLimits, limit_text
 from neocloud.sched.placement import Placement
 from neocloud.sched.placements import placement as placement_named
 from neocloud.sched.preemption import preempt_for_better_queues
@@ -34,6 +36,7 @@ from neocloud.sched.state import FULL, Allocation, ClusterState
 from neocloud.sched.why import Reasons, why_unsatisfiable
 
 Request = tuple[float, int | None, tuple[str, ...], int, int]  # all that decides whether a job could ever fit
+ACTIVE = ("PENDING", "RUNNING", "HELD", "WAITING")  # WAITING: held by its dependencies or its array's throttle
 
 
 class Scheduler:
@@ -81,6 +84,9 @@ class Scheduler:
         self._reservations = Reservations()
         self._unsatisfiable: dict[Request, str | None] = {}  # request -> why no placement ever fits
         self._reasons = Reasons()
+        self.gates = Gates()
+        self._news: list[News] = []  # what gates and time limits decided, for the caller to carry out
+        self.limits = TimeLimits()
         self.set_quotas(quotas or {})
 
     # -- quotas ---------------------------------------------------------------------------------
@@ -119,11 +125,19 @@ class Scheduler:
         return self.quota.report(self.queue.order(self.usage), self.usage)
 
     # -- events ---------------------------------------------------------------------------------
-    def submit(self, job: Job, now: float, ran_s: float = 0.0) -> None:
-        """Queue a job; `ran_s` is what earlier attempts ran (a job requeued after a restart)."""
+    def submit(self, job: Job, now: float, ran_s: float = 0.0, ended: Mapping[str, str] | None = None) -> None:
+        """Queue a job; `ran_s` is what earlier attempts ran (a job requeued after a restart). A job
+        with dependencies not yet met, or an array task beyond its throttle, waits out of the queue
+        (WAITING); one whose dependency can never be met fails at once. `ended` says how the jobs
+        it depends on that are over ended (COMPLETED, FAILED, ...)."""
         rec = self._record(job, ran_s)
-        self.queue.add(rec)
-        self._dirty = self._rerank = True
+        held = self.gates.arrive(job, ended or {})
+        if held is None:
+            self.queue.add(rec)
+            self._dirty = self._rerank = True
+            return
+        rec.state = "FAILED" if isinstance(held, Unmet) else "WAITING"
+        self._news.append(held)
 
     def check(self, job: Job) -> None:
         """Raise SchedulingError, with the reason, if no placement could ever hold the job."""
@@ -132,6 +146,7 @@ class Scheduler:
     def adopt(self, job: Job, alloc: Allocation, started_s: float, ran_s: float = 0.0) -> None:
         """Take over a job found running (after a controller restart) where it runs."""
         rec = self._record(job, ran_s)
+        self.gates.running(job)
         self._start(rec, alloc, started_s)
         self._dirty = True
 
@@ -163,7 +178,7 @@ class Scheduler:
         rec = self.jobs.get(job_id)
         if rec is None:
             raise SchedulingError(f"no job {job_id!r}")
-        if rec.state not in ("PENDING", "RUNNING", "HELD"):
+        if rec.state not in ACTIVE:
             return
         if rec.state == "RUNNING":
             self._stop(rec, now)
@@ -171,15 +186,43 @@ class Scheduler:
             self.queue.remove(rec)
         rec.state = state
         self._dirty = True
+        self._gate_ended(rec.job, state)
+
+    def _gate_ended(self, job: Job, state: str) -> None:
+        """Carry out what a job's end does to the jobs gated on it: released into the queue, failed
+        (and so on down a chain of dependencies), or told a new reason."""
+        work = [(job, state)]
+        while work:
+            ended, how = work.pop()
+            for news in self.gates.ended(ended, how):
+                rec = self.jobs.get(news.job_id)
+                if rec is None or rec.state != "WAITING":
+                    continue
+                if isinstance(news, Released):
+                    rec.state = "PENDING"
+                    self.queue.add(rec)
+                    self._dirty = self._rerank = True
+                elif isinstance(news, Unmet):
+                    rec.state = "FAILED"
+                    work.append((rec.job, "FAILED"))
+                self._news.append(news)
 
     def forget(self, job_id: str) -> None:
         """Drop an ended job's record (a long-lived controller keeps only active jobs)."""
         rec = self.jobs.get(job_id)
-        if rec is not None and rec.state not in ("PENDING", "RUNNING", "HELD"):
+        if rec is not None and rec.state not in ACTIVE:
             del self.jobs[job_id]
 
     def cancel(self, job_id: str, now: float) -> None:
         self.finish(job_id, now, "CANCELLED")
+
+    def news(self, now: float) -> list[News]:
+        """What the caller must carry out, once: jobs released, failed or still waiting on their
+        dependencies or throttle, and running jobs past their time limit (to stop; they end TIMEOUT)."""
+        for rec in self.limits.over(self.running, now):
+            self._news.append(OverLimit(rec.job.id, f"time limit {limit_text(rec.job.time_limit_s or 0)} reached"))
+        news, self._news = self._news, []
+        return news
 
     # -- the pass -------------------------------------------------------------------------------
     def schedule(self, now: float) -> list[Action]:
@@ -288,12 +331,19 @@ class Scheduler:
     def next_wakeup(self, now: float) -> float | None:
         """The earliest time after `now` the scheduler wants a Tick (a job changing LAS queue)."""
         self._demote_due(now)
-        return self._wakeups[0][0] if self._wakeups else None
+        wake = self._wakeups[0][0] if self._wakeups else None
+        due = self.limits.next_due(self.running)
+        due = due if due is not None and due > now else None  # one due already is for `news` now
+        return due if wake is None else wake if due is None else min(wake, due)
 
     def why_waiting(self, job_id: str) -> str:
         """Why a pending job is not running, in a user's words: held, quota, capacity, topology, shape,
-        or a reservation (it fits, but backfill keeps those GPUs for an earlier job)."""
-        return self._reasons.why(self, self.jobs[job_id])
+        or a reservation (it fits, but backfill keeps those GPUs for an earlier job); a job held by its
+        dependencies or its array's throttle says which."""
+        rec = self.jobs[job_id]
+        if rec.state == "WAITING":
+            return self.gates.reason(job_id)
+        return self._reasons.why(self, rec)
 
     def _demote_due(self, now: float) -> None:
         """Drop wake-ups of jobs no longer running; for those due, rerank and book the next one."""
@@ -343,6 +393,7 @@ class Scheduler:
         self.usage[rec.job.tenant] += rec.job.gpus
         self.quota.take(rec)
         self._ends.add((rec.estimated_end(), rec.seq, rec.job.id))
+        self.limits.started(rec, now)
         wake = self.queue.next_review(rec, now)
         if wake is not None:
             heapq.heappush(self._wakeups, (wake, rec.job.id))
@@ -370,6 +421,7 @@ class Scheduler:
         if ranked is not None:
             self._steady.remove(ranked)
         self._moving.pop(rec.job.id, None)
+        self.limits.stopped(rec.job.id)
         self.usage[rec.job.tenant] -= rec.job.gpus
         self.quota.give_back(rec, self.running.values())
 
@@ -379,3 +431,4 @@ class Scheduler:
         rec.preempted(now)
         rec.state = "PENDING"
         self.queue.add(rec)
+

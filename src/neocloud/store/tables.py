@@ -62,6 +62,9 @@ class JobRow(Base):
     # and failed_at while the job waits to run again after a failure.
     ledger: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     usage_class: Mapped[str] = mapped_column(String(16), default="")  # how the running attempt is billed
+    array_job: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # its array's id (first task)
+    array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    timed_out: Mapped[bool] = mapped_column(Boolean, default=False)  # told to stop at its time limit
 
 
 class JobEvent(Base):
