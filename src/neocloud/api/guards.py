@@ -23,18 +23,21 @@ POLICY = ("default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'sel
 class BodyLimit:
     """Refuse a request body over `max_bytes` with a 413 before it is read: at once when its
     Content-Length says so, else as soon as a chunked body has sent that much. It runs before
-    authentication, so an anonymous client cannot make the server buffer a large body either."""
+    authentication, so an anonymous client cannot make the server buffer a large body either.
+    `larger` gives routes that take more (a job's code) their own limit, by path."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = max(self.larger.get(scope["path"], 0), self.max_bytes)
         length = _content_length(scope)
-        if length is not None and length > self.max_bytes:
-            return await self._refuse(send)
+        if length is not None and length > limit:
+            return await self._refuse(send, limit)
         seen, refused, started = 0, False, False
 
         async def counted() -> Message:
@@ -44,10 +47,10 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     refused = True
                     if not started:
-                        await self._refuse(send)
+                        await self._refuse(send, limit)
                     return {"type": "http.disconnect"}  # the route stops reading; its answer is dropped
             return message
 
@@ -64,8 +67,7 @@ class BodyLimit:
             if not refused:
                 raise
 
-    async def _refuse(self, send: Send) -> None:
-        limit = self.max_bytes
+    async def _refuse(self, send: Send, limit: int) -> None:
         size = f"{limit / 1048576:g} MiB" if limit % 1024 == 0 else f"{limit} bytes"
         response = JSONResponse({"detail": f"request body over the limit of {size} ({limit} bytes); the server's "
                                            "operator can raise it with `neocloud up --max-body-bytes N`"},

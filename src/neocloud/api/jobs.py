@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from neocloud.api.auth import Principal, caller
+from neocloud.api.code import code_store
 from neocloud.api.schemas import (
     MAX_ID,
     NAME,
@@ -64,12 +65,18 @@ def own_job(request: Request, who: Principal, job_id: int) -> JobRow:
     return row
 
 
-def submission(spec: JobSpec, who: Principal) -> tuple[str, dict[str, Any]]:
+def submission(request: Request, spec: JobSpec, who: Principal) -> tuple[str, dict[str, Any]]:
     """Whose job a spec is and the body the controller keeps: a tenant submits only for itself."""
     if not who.admin and spec.tenant not in (None, who.tenant):
         raise HTTPException(403, f"a tenant token submits only for its own tenant ({who.tenant})")
     tenant = spec.tenant or who.tenant or DEFAULT_TENANT  # the admin submits for a tenant, or the default one
-    return tenant, spec.model_dump(exclude={"tenant"}, mode="json")
+    if spec.code is not None and code_store(request).get(tenant, spec.code) is None:
+        raise HTTPException(422, f"code: no upload {spec.code} of tenant {tenant}: upload the work directory to "
+                                 "POST /v1/code first (`neocloud submit` does, from a spec's workdir)")
+    missing = getattr(request.app.state.service.backend, "image_missing", None)  # a backend that can tell
+    if spec.image is not None and missing is not None and (why := missing(spec.image)):
+        raise HTTPException(422, f"image: {why}")
+    return tenant, spec.model_dump(exclude={"tenant", "workdir"}, mode="json")
 
 
 @router.post("/jobs", status_code=201, response_model=JobOut,
@@ -79,7 +86,9 @@ async def submit(spec: JobSpec, request: Request, who: Caller,
                  dry_run: Annotated[bool, Query(description="Answer when and where the job would start, by the "
                                                             "live forecast, without queueing it.")] = False,
                  ) -> JSONResponse:
-    tenant, body = submission(spec, who)
+    # A job in an image asks the backend whether it has it (podman, a subprocess): off the event loop.
+    tenant, body = submission(request, spec, who) if spec.image is None else \
+        await run_in_threadpool(submission, request, spec, who)
     controller = request.app.state.service.controller
     if dry_run:
         for _ in range(DRY_RUN_TRIES):

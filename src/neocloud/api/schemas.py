@@ -17,6 +17,9 @@ from neocloud.sched.arrays import MAX_TASKS, parse_array
 NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 GpuType = Annotated[str, Field(max_length=64), AfterValidator(known_gpu)]  # a catalog model, by its own name
 NAME_RULE = "1-63 letters, digits, '.', '_' or '-', beginning and ending with a letter or digit"
+# An OCI image reference: [registry[:port]/]path[:tag][@sha256:digest], lower-case path components.
+IMAGE = (r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+         r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -172,7 +175,23 @@ class JobSpec(Input):
     memory: int | None = Field(default=None, description="Memory per node: MiB, or '512Mi', '64Gi', '64G': "
                                                         "counted by the scheduler; the rank is killed above it.")
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    image: str | None = Field(default=None, max_length=255, pattern=IMAGE,
+                              description="An OCI image each rank runs in (podman, on the local backend), as "
+                                          "'localhost/train:1' or 'ghcr.io/org/img@sha256:...'; the node's own system "
+                                          "if unset. It must be on the node already: no registry is pulled from.")
+    code: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$",
+                             description="The job's code: the digest POST /v1/code answered (`neocloud submit` "
+                                         "uploads a spec's workdir and sets it). Each rank starts in its own copy.")
+    workdir: str | None = Field(default=None, description="For `neocloud submit` only, which packs and uploads it.")
     tenant: str | None = Field(default=None, description="Admin only: submit for this tenant.")
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str | None) -> None:
+        if v is not None:
+            raise ValueError("workdir is a directory on the submitter's machine: `neocloud submit` packs and "
+                             "uploads it; over the API, upload it to POST /v1/code and send its digest as `code`")
+        return None
 
     @field_validator("name", "tenant")
     @classmethod

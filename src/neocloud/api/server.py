@@ -25,9 +25,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ExceptionHandler
 
-from neocloud.api import admin, auth, billing, capacity, goodput, guards, jobs, nodes
+from neocloud.api import admin, auth, billing, capacity, code, goodput, guards, jobs, nodes
 from neocloud.api.auth import MUTATING, FailureLimit, identify, unrecorded
 from neocloud.backends import Backend, make_backend
+from neocloud.backends.code import CodeStore
 from neocloud.control.commands import Conflict, NotFound, Refused, digest
 from neocloud.control.controller import CHECK_COMMAND, DEFAULT_TENANT, Controller, Unavailable
 from neocloud.errors import NeocloudError, SchedulingError
@@ -78,7 +79,8 @@ def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Pat
     engine = connect(database_url(data_dir, database))
     factory = sessions(engine)
     controller = Controller(fleet, factory, the_backend, spares_per_fabric=spares_per_fabric,
-                            checkpoints=files / "checkpoints", check_every_s=check_every_s,
+                            checkpoints=files / "checkpoints", code=CodeStore(data_dir / "code"),
+                            check_every_s=check_every_s,
                             only_tenant=None if trust_tenants or the_backend.isolation is None else only_tenant,
                             leadership=Leadership(engine), check_command=check_command or CHECK_COMMAND)
     return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock)
@@ -157,7 +159,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.auth_failures = FailureLimit()
     app.state.twin_reports = []  # the dashboard's last two twin runs, side by side
     for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
-                   admin.router, admin.tokens_router, dashboard.router, apidocs.router):
+                   admin.router, admin.tokens_router, dashboard.router, apidocs.router, code.router):
         app.include_router(router)
     app.add_exception_handler(dashboard.Login, cast(ExceptionHandler, dashboard.login_redirect))
 
@@ -201,7 +203,7 @@ def create_app(service: Service) -> FastAPI:
                             status_code=503, headers={"retry-after": "1"})
 
     app.add_exception_handler(RequestValidationError, cast(ExceptionHandler, guards.validation_error))
-    app.add_middleware(guards.BodyLimit, max_bytes=service.max_body_bytes)
+    app.add_middleware(guards.BodyLimit, max_bytes=service.max_body_bytes, larger={"/v1/code": code.MAX_UPLOAD})
     app.add_middleware(AuditLog, service=service)
     app.add_middleware(guards.SecurityHeaders)
     return app

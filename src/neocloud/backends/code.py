@@ -66,7 +66,7 @@ class CodeStore:
         and its count of files."""
         count = check(data)
         digest = digest_of(data)
-        path = self._path(tenant, digest)
+        path = self.path(tenant, digest)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
@@ -79,10 +79,10 @@ class CodeStore:
         """The archive's path, or None if this tenant sent no such code."""
         if not DIGEST.match(digest):
             return None
-        path = self._path(tenant, digest)
+        path = self.path(tenant, digest)
         return path if path.is_file() else None
 
-    def _path(self, tenant: str, digest: str) -> Path:
+    def path(self, tenant: str, digest: str) -> Path:
         return self.root / tenant / f"{digest.removeprefix('sha256:')}.tar.gz"
 
 

@@ -153,6 +153,11 @@ class LocalBackend:
                           "stderr": str(self.log_path(task.job_id, rank, "stderr"))})
         return ranks
 
+    def image_missing(self, image: str) -> str | None:
+        """Why `image` cannot run on this machine (every node of this backend), or None: asked at
+        submit, so that a missing image is a 422 rather than a failed start."""
+        return self.containers.missing(image)
+
     def _code_copy(self, archive: Path, job_dir: Path, work: Path, rank: int, owner: tuple[int | None, int | None]) -> Path:
         """The rank's own copy of the job's code, made at its first attempt and kept for later
         ones (as a work directory is): the rank starts there, as /job."""

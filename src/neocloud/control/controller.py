@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from neocloud.backends.base import Backend, Exit, Task
+from neocloud.backends.code import CodeStore
 from neocloud.control import batch, records
 from neocloud.control.billing import Billing
 from neocloud.control.checks import CHECK_COMMAND, Checks
@@ -82,6 +83,7 @@ class Controller(Commands):
         clock: Callable[[], float] = time.time,
         spares_per_fabric: int = 0,
         checkpoints: Path | None = None,
+        code: CodeStore | None = None,
         check_every_s: float = 0.0,
         check_command: str = CHECK_COMMAND,
         only_tenant: str | None = None,
@@ -91,7 +93,7 @@ class Controller(Commands):
         self.queue_policy, self.placement = queue_policy, placement
         self.tick_s, self.clock = tick_s, clock
         self.started_at = clock()
-        self.spares_per_fabric, self.checkpoints = spares_per_fabric, checkpoints
+        self.spares_per_fabric, self.checkpoints, self.code = spares_per_fabric, checkpoints, code
         self.check_every_s, self.check_command = check_every_s, check_command
         self.only_tenant = only_tenant  # the one tenant served, where the backend cannot keep tenants apart
         self.leadership = leadership  # None: the only server on its store
@@ -120,7 +122,7 @@ class Controller(Commands):
         self.billing = Billing(self.fleet)
         self._after: list[Callable[[], None]] = []  # backend calls to make once this turn is committed
         self.jobs = Jobs(self.fleet, self.sched, self.billing, self.metrics, self.backend, self._after,
-                         self.checkpoints)
+                         self.checkpoints, self.code)
         self.failures = Failures(self.jobs, self.schedule)
         self.checks = Checks(self.schedule, self.nodes, self.jobs, self.backend, self.new_id, self.check_command)
         self.tokens: dict[str, str] = {}

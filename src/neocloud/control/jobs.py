@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from neocloud.backends.base import Backend, Exit, Task
+from neocloud.backends.code import CodeStore
 from neocloud.control import records
 from neocloud.control.billing import Billing
 from neocloud.control.metrics import Metrics
@@ -63,10 +64,11 @@ def row_job(row: JobRow, depends_on: tuple[Dependency, ...] = ()) -> Job:
 
 class Jobs:
     def __init__(self, fleet: Fleet, sched: Scheduler, billing: Billing, metrics: Metrics, backend: Backend,
-                 after: list[Callable[[], None]], checkpoints: Path | None) -> None:
+                 after: list[Callable[[], None]], checkpoints: Path | None, code: CodeStore | None = None) -> None:
         self.fleet, self.sched, self.billing, self.metrics, self.backend = fleet, sched, billing, metrics, backend
         self.after = after  # backend calls to make once this turn is committed
         self.checkpoints = checkpoints  # where each job's NEOCLOUD_CHECKPOINT_DIR is made
+        self.code = code  # the tenants' uploaded code, which jobs name by digest
         self.stopping: dict[str, int] = {}  # job id -> attempt still stopping (preempted or interrupted)
         self._retries: list[tuple[float, str]] = []  # (when, job id) of jobs held after a failed start
 
@@ -109,7 +111,14 @@ class Jobs:
         return Task(row.id, row.attempts, command, env,
                     tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []), tenant=row.tenant,
                     checkpoint_dir=None if self.checkpoints is None else self.checkpoints / str(row.id),
-                    cpu_milli=job.cpu_milli, memory_mib=job.memory_mib, estimate_s=spec.get("estimated_duration"))
+                    cpu_milli=job.cpu_milli, memory_mib=job.memory_mib, estimate_s=spec.get("estimated_duration"),
+                    image=spec.get("image"), code=self._code(row))
+
+    def _code(self, row: JobRow) -> Path | None:
+        """Where the archive of the job's code is kept, if it names one (checked at submit: one gone
+        since fails the start, through the backend, with the reason)."""
+        digest = row.spec.get("code")
+        return None if digest is None or self.code is None else self.code.path(row.tenant, digest)
 
     def launch_failed(self, s: Session, row: JobRow, why: str, now: float) -> None:
         """The backend could not start the attempt: the job waits and tries again, or fails once it has

@@ -371,7 +371,7 @@ def submit(request: Request, spec: Annotated[str, Form(max_length=200_000)],
            csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     who = _who(request, csrf)
     try:
-        tenant, body = jobs.submission(JobSpec.model_validate(_yaml(spec) or {}), who)
+        tenant, body = jobs.submission(request, JobSpec.model_validate(_yaml(spec) or {}), who)
         row = views.wait(request.app.state.service.controller.submit(tenant, body))
     except (ValidationError, HTTPException, NeocloudError) as e:  # parse_yaml's errors are NeocloudErrors
         return _page(request, "jobs.html", who, status=422, sample=SAMPLE, error=_message(e), spec=_shown(spec),
