@@ -22,6 +22,7 @@ from neocloud.errors import NeocloudError
 
 DEFAULT_SERVER = "http://127.0.0.1:8420"
 DEFAULT_DATA_DIR = Path("~/.neocloud")
+ACTIVE = ("PENDING", "RUNNING")  # a job in any other state has ended
 
 
 def data_dir(given: str | Path | None = None) -> Path:
@@ -47,6 +48,9 @@ class Client:
         given = server or os.environ.get("NEOCLOUD_SERVER") or DEFAULT_SERVER
         urls = given.split(",") if isinstance(given, str) else list(given)
         self.servers = [u.strip().rstrip("/") for u in urls if u.strip()] or [DEFAULT_SERVER]
+        for url in self.servers:
+            if not url.startswith(("http://", "https://")):
+                raise NeocloudError(f"server {url!r}: give its URL, e.g. {DEFAULT_SERVER}")
         self.server = self.servers[0]
         self.failover_s = failover_s
         token = token or os.environ.get("NEOCLOUD_TOKEN") or _local_admin_token()
@@ -113,9 +117,12 @@ class Client:
     def cancel(self, job_id: int) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/jobs/{job_id}")
 
-    def logs(self, job_id: int, offset: int = 0, rank: int = 0, stream: str = "stdout") -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{job_id}/logs",
-                          params={"offset": offset, "rank": rank, "stream": stream})
+    def logs(self, job_id: int, offset: int = 0, rank: int = 0, stream: str = "stdout",
+             limit: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"offset": offset, "rank": rank, "stream": stream}
+        if limit is not None:
+            params["limit"] = limit
+        return self._call("GET", f"/v1/jobs/{job_id}/logs", params=params)
 
     def follow(self, job_id: int, rank: int = 0, stream: str = "stdout", poll_s: float = 0.5) -> Iterator[str]:
         """The log as it grows, until the job has ended and all of it was read."""
@@ -130,16 +137,47 @@ class Client:
             if not chunk["text"]:
                 time.sleep(poll_s)
 
-    def wait(self, job_id: int, states: tuple[str, ...] = ("COMPLETED", "FAILED", "CANCELLED"),
-             timeout: float = 300.0, poll_s: float = 0.2) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    def wait(self, job_id: int, states: tuple[str, ...] | None = None, timeout: float | None = 300.0,
+             poll_s: float = 0.2, max_poll_s: float | None = None) -> dict[str, Any]:
+        """The job once it is in one of `states`; by default once it has ended, in whichever end
+        state (any but PENDING and RUNNING, so a state added later ends the wait too). The poll
+        slows from `poll_s` to `max_poll_s` (default: it stays at `poll_s`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = poll_s
         while True:
             job = self.job(job_id)
-            if job["state"] in states:
+            if job["state"] in states if states is not None else job["state"] not in ACTIVE:
                 return job
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise NeocloudError(f"job {job_id} still {job['state']} after {timeout:g} s")
-            time.sleep(poll_s)
+            time.sleep(pause)
+            pause = min(pause * 1.5, max_poll_s or poll_s)
+
+    def tail(self, job_id: int, rank: int = 0, stream: str = "stderr", lines: int = 20,
+             window: int = 64 * 1024) -> str:
+        """The last `lines` lines of a rank's log, read from near its end: its length is found by
+        probing (a few tiny reads), so a long log is not read whole."""
+        has = lambda at: bool(self.logs(job_id, at, rank, stream, limit=4)["text"])  # noqa: E731
+        if not has(0):
+            return ""
+        lo, hi = 0, window  # the log reaches lo; find an hi it does not reach
+        while has(hi):
+            lo, hi = hi, hi * 4
+        while hi - lo > window // 4:  # the end lies in [lo, hi): narrow it to a fraction of the window
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if has(mid) else (lo, mid)
+        start = max(hi - window, 0)
+        text, at = "", start
+        while True:
+            chunk = self.logs(job_id, at, rank, stream)
+            text += chunk["text"]
+            if chunk["next_offset"] == at:
+                break
+            at = chunk["next_offset"]
+        kept = text.splitlines()
+        if start > 0 and kept:
+            kept = kept[1:]  # the first line was cut by the window
+        return "\n".join(kept[-lines:])
 
     def queue(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/queue")
@@ -212,8 +250,14 @@ def read_spec(path: Path) -> dict[str, Any]:
     return data
 
 
+def local_admin_token_path(directory: str | Path | None = None) -> Path:
+    """Where a server on this machine keeps its admin token (in `directory`, else NEOCLOUD_DATA_DIR,
+    else ~/.neocloud)."""
+    return data_dir(directory) / "admin.token"
+
+
 def _local_admin_token() -> str | None:
-    path = data_dir() / "admin.token"
+    path = local_admin_token_path()
     try:
         return path.read_text().strip() or None
     except OSError:

@@ -111,7 +111,8 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
     assert "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("module", ["jobs", "billing", "check", "capacity", "service", "fleet_view", "main"])
+@pytest.mark.parametrize("module", ["jobs", "billing", "check", "capacity", "service", "fleet_view", "main", "login",
+                                    "profiles", "options"])
 def test_each_command_module_imports_alone(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import neocloud.cli.{module}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -21,6 +21,10 @@ from neocloud.control.controller import digest
 
 log = logging.getLogger("neocloud.auth")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}  # calls the audit log records, answered or refused
+NO_TOKEN = "no bearer token: send 'Authorization: Bearer TOKEN'. "
+UNKNOWN_TOKEN = "unknown, expired or revoked bearer token. "
+GET_A_TOKEN = ("A tenant's token comes from its operator (`neocloud tenants token TENANT` with the admin token); "
+               "the CLI takes it with `neocloud login --token TOKEN` or NEOCLOUD_TOKEN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +68,9 @@ async def caller(request: Request) -> Principal:
         if request.headers.get("authorization", "").strip():  # a credential that did not hold
             check_rate(request)
             note_failure(request)
-        raise HTTPException(401, "missing, unknown, expired or revoked bearer token: send "
-                                 "'Authorization: Bearer TOKEN'", headers={"WWW-Authenticate": "Bearer"})
+        sent = bool(request.headers.get("authorization", "").strip())
+        raise HTTPException(401, (UNKNOWN_TOKEN if sent else NO_TOKEN) + GET_A_TOKEN,
+                            headers={"WWW-Authenticate": "Bearer"})
     return who
 
 
@@ -73,7 +78,9 @@ async def admin(request: Request) -> Principal:
     """The admin token only (FastAPI dependency)."""
     who = await caller(request)
     if not who.admin:
-        raise HTTPException(403, "this needs the admin token")
+        raise HTTPException(403, f"this needs the admin token, and this token is tenant {who.tenant}'s: the "
+                                 "admin token is the server's NEOCLOUD_ADMIN_TOKEN, or admin.token in its data "
+                                 "directory (`neocloud login --token T` saves it)")
     return who
 
 

@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from rich.table import Table
 
 from neocloud.api.schemas import ContractIn, _instant
-from neocloud.cli.options import Server, Token
-from neocloud.cli.options import when as _when
-from neocloud.cli.options import client as _client
 from neocloud.cli.main import app, console
+from neocloud.cli.options import Json, ProfileName, Server, Token, print_json
+from neocloud.cli.options import client as _client
+from neocloud.cli.options import when as _when
 from neocloud.errors import NeocloudError
 
 contracts_app = typer.Typer(help="Reserved contracts: the GPUs each tenant is guaranteed (admin).", no_args_is_help=True)
@@ -31,10 +31,15 @@ def _money(x: Any) -> str:
 
 @contracts_app.command("list")
 def contracts_list(history: Annotated[bool, typer.Option(help="Every version, not only those in force.")] = False,
-                   server: Server = None, token: Token = None) -> None:
+                   as_json: Json = False, server: Server = None, token: Token = None,
+                   profile: ProfileName = None) -> None:
     """Contracts in force (or their whole history)."""
+    found = _client(server, token, profile)._call("GET", "/v1/contracts", params={"history": history})
+    if as_json:
+        print_json(found)
+        return
     table = Table("contract", "v", "tenant", "GPUs", "type", "start", "end", "$/GPU-h", "take-or-pay", "valid to", "note")
-    for c in _client(server, token)._call("GET", "/v1/contracts", params={"history": history}):
+    for c in found:
         table.add_row(str(c["contract"]), str(c["version"]), c["tenant"], str(c["gpus"]), c["gpu_type"],
                       _when(c["start"]), _when(c["end"]), c["price_per_gpu_hour"], "yes" if c["take_or_pay"] else "no",
                       _when(c["valid_to"]) or "in force", c["note"])
@@ -47,9 +52,9 @@ def contracts_create(tenant: str, gpus: int, gpu_type: Annotated[str, typer.Opti
                      end: Annotated[str, typer.Option(help="ISO date or time, or epoch seconds.")],
                      price: Annotated[str, typer.Option(help="Dollars per GPU-hour.")],
                      take_or_pay: Annotated[bool, typer.Option(help="Billed whether used or not.")] = True,
-                     note: str = "", server: Server = None, token: Token = None) -> None:
+                     note: str = "", server: Server = None, token: Token = None, profile: ProfileName = None) -> None:
     """Reserve GPUs for a tenant for a term at a price: its guaranteed quota."""
-    c = _client(server, token)._call("POST", "/v1/contracts", json={
+    c = _client(server, token, profile)._call("POST", "/v1/contracts", json={
         "tenant": tenant, "gpu_type": gpu_type, "gpus": gpus, "start": start, "end": end, "price_per_gpu_hour": price,
         "take_or_pay": take_or_pay, "note": note})
     console.print(f"contract {c['contract']}: {c['gpus']} x {c['gpu_type']} for {tenant}")
@@ -61,37 +66,42 @@ def contracts_create(tenant: str, gpus: int, gpu_type: Annotated[str, typer.Opti
 def contracts_amend(contract: int, gpus: Optional[int] = None,
                     end: Annotated[Optional[str], typer.Option(help="New end: ISO date or epoch seconds.")] = None,
                     price: Annotated[Optional[str], typer.Option(help="New dollars per GPU-hour.")] = None,
-                    note: str = "", server: Server = None, token: Token = None) -> None:
+                    note: str = "", server: Server = None, token: Token = None, profile: ProfileName = None) -> None:
     """New terms from now on; the previous version is kept."""
     body = {k: v for k, v in (("gpus", gpus), ("end", end), ("price_per_gpu_hour", price)) if v is not None}
-    c = _client(server, token)._call("POST", f"/v1/contracts/{contract}/amend", json={**body, "note": note})
+    c = _client(server, token, profile)._call("POST", f"/v1/contracts/{contract}/amend", json={**body, "note": note})
     console.print(f"contract {contract}: version {c['version']} in force")
 
 
 @contracts_app.command("terminate")
 def contracts_terminate(contract: int, at: Annotated[Optional[str], typer.Option(help="When (default: now).")] = None,
-                        note: str = "", server: Server = None, token: Token = None) -> None:
+                        note: str = "", server: Server = None, token: Token = None, profile: ProfileName = None) -> None:
     """End a contract early; its history stays."""
     body = {"note": note, **({"at": at} if at else {})}
-    c = _client(server, token)._call("POST", f"/v1/contracts/{contract}/terminate", json=body)
+    c = _client(server, token, profile)._call("POST", f"/v1/contracts/{contract}/terminate", json=body)
     console.print(f"contract {contract}: ends {_when(c['end'])} (version {c['version']})")
 
 
 @prices_app.command("set")
 def prices_set(gpu_type: str, usage_class: Annotated[str, typer.Argument(help="on-demand or spot")],
                price: Annotated[str, typer.Argument(help="Dollars per GPU-hour.")],
-               server: Server = None, token: Token = None) -> None:
+               server: Server = None, token: Token = None, profile: ProfileName = None) -> None:
     """Set the on-demand or spot price of a GPU type from now on."""
-    _client(server, token)._call("PUT", "/v1/prices", json={"gpu_type": gpu_type, "usage_class": usage_class,
+    _client(server, token, profile)._call("PUT", "/v1/prices", json={"gpu_type": gpu_type, "usage_class": usage_class,
                                                             "price_per_gpu_hour": price})
     console.print(f"{usage_class} {gpu_type}: ${price} per GPU-hour from now")
 
 
 @prices_app.command("list")
-def prices_list(server: Server = None, token: Token = None) -> None:
+def prices_list(as_json: Json = False, server: Server = None, token: Token = None,
+                profile: ProfileName = None) -> None:
     """Prices, oldest first."""
+    found = _client(server, token, profile)._call("GET", "/v1/prices")
+    if as_json:
+        print_json(found)
+        return
     table = Table("GPU", "class", "$/GPU-h", "since")
-    for p in _client(server, token)._call("GET", "/v1/prices"):
+    for p in found:
         table.add_row(p["gpu_type"], p["usage_class"], p["price_per_gpu_hour"], _when(p["since"]))
     console.print(table)
 
@@ -99,11 +109,13 @@ def prices_list(server: Server = None, token: Token = None) -> None:
 @app.command()
 def invoice(tenant: str, month: Annotated[str, typer.Option(help="YYYY-MM (UTC).")],
             format: Annotated[str, typer.Option(help="table, json, csv or html.")] = "table",  # noqa: A002
-            server: Server = None, token: Token = None) -> None:
+            as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON (as --format json).")] = False,
+            server: Server = None, token: Token = None, profile: ProfileName = None) -> None:
     """A tenant's invoice for a month: reserved commitment, on-demand and spot usage, total."""
+    format = "json" if as_json else format  # noqa: A001
     if format not in ("table", "json", "csv", "html"):
         raise NeocloudError(f"--format takes table, json, csv or html, not {format!r}")
-    c = _client(server, token)
+    c = _client(server, token, profile)
     if format in ("csv", "html"):
         r = c.http.get(f"/v1/invoices/{tenant}", params={"month": month, "format": format})
         if r.status_code != 200:
@@ -112,7 +124,7 @@ def invoice(tenant: str, month: Annotated[str, typer.Option(help="YYYY-MM (UTC).
         return
     bill = c._call("GET", f"/v1/invoices/{tenant}", params={"month": month})
     if format == "json":
-        print(json.dumps(bill, indent=2))
+        print_json(bill)
         return
     table = Table("line", "GPU", "GPU-hours", "$/GPU-h", "amount", title=f"{tenant}: {month}")
     for line in bill["lines"]:
@@ -123,10 +135,13 @@ def invoice(tenant: str, month: Annotated[str, typer.Option(help="YYYY-MM (UTC).
 
 
 @app.command()
-def revenue(month: Annotated[str, typer.Option(help="YYYY-MM (UTC).")], server: Server = None,
-            token: Token = None) -> None:
+def revenue(month: Annotated[str, typer.Option(help="YYYY-MM (UTC).")], as_json: Json = False,
+            server: Server = None, token: Token = None, profile: ProfileName = None) -> None:
     """Revenue recognised in a month: each tenant's invoice total, and the sum (admin)."""
-    r = _client(server, token)._call("GET", "/v1/revenue", params={"month": month})
+    r = _client(server, token, profile)._call("GET", "/v1/revenue", params={"month": month})
+    if as_json:
+        print_json(r)
+        return
     table = Table("tenant", "recognised", title=f"revenue, {month}")
     for tenant, amount in r["tenants"].items():
         table.add_row(tenant, _money(amount))
@@ -172,7 +187,7 @@ def backlog(book: Annotated[Optional[Path], typer.Option(help="A contract book (
             as_of: Annotated[Optional[str], typer.Option(help="Count from this time (default: the book's as_of, "
                                                               "else now).")] = None,
             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-            server: Server = None, token: Token = None) -> None:
+            server: Server = None, token: Token = None, profile: ProfileName = None) -> None:
     """Contracted value not yet delivered, by customer and quarter, and customer concentration."""
     from neocloud.model.billing import backlog as compute
 
@@ -184,7 +199,7 @@ def backlog(book: Annotated[Optional[Path], typer.Option(help="A contract book (
             raise NeocloudError(f"--as-of: {e}") from None
         result = json.loads(json.dumps(compute(contracts, when), default=str))
     else:
-        result = _client(server, token)._call("GET", "/v1/backlog")
+        result = _client(server, token, profile)._call("GET", "/v1/backlog")
     if as_json:
         print(json.dumps(result, indent=2))
         return

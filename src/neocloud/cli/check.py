@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from neocloud.cli.options import Server, Token, node_app
-from neocloud.cli.options import client as _client
 from neocloud.cli.main import _progress, console
+from neocloud.cli.options import ProfileName, Server, Token, node_app
+from neocloud.cli.options import client as _client
 
 
 @node_app.command("check")
@@ -25,6 +25,7 @@ def node_check(
     post: Annotated[Optional[str], typer.Option(help="Post the verdict as this node's active_check signal.")] = None,
     server: Server = None,
     token: Token = None,
+    profile: ProfileName = None,
 ) -> None:
     """Measure what this node delivers (matmul, memory, GPU-to-GPU, all-reduce, NVML health) against its
     GPUs' datasheet; exit 1 if it fails. Without a GPU it runs the same code on the CPU."""
@@ -49,6 +50,6 @@ def node_check(
         console.print(table)
         console.print("[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]")
     if post:
-        r = _client(server, token).signal(post, {"kind": "active_check", "passed": report.passed, "report": body})
+        r = _client(server, token, profile).signal(post, {"kind": "active_check", "passed": report.passed, "report": body})
         console.print(f"posted to node {post}: stage {r['stage']}", highlight=False)
     raise typer.Exit(0 if report.passed else 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,8 +35,24 @@ bench_app = typer.Typer(help="Benchmarks of the core.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(trace_app, name="trace")
 app.add_typer(bench_app, name="bench")
-console = Console()
-err = Console(stderr=True)
+OFF_TERMINAL_WIDTH = 1 << 16  # piped or redirected: a line as long as it needs, never cut to a screen
+
+
+def _console(stderr: bool = False) -> Console:
+    """Rich at the terminal's width; off a terminal (a pipe, a file, CI) where Rich would assume 80
+    columns and cut tables with ellipses, wide enough that every cell shows whole (COLUMNS, if set,
+    still rules)."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    wide = not tty and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=OFF_TERMINAL_WIDTH if wide else None)
+
+
+console = _console()
+err = _console(stderr=True)
 
 
 def main() -> None:
@@ -339,4 +357,4 @@ app.add_typer(options.node_app, name="node")
 app.add_typer(options.tenant_app, name="tenants")
 
 # These modules add their commands to `app`.
-from neocloud.cli import billing as _billing, capacity as _capacity, check as _check, jobs as _jobs, service as _service  # noqa: E402, F401, I001
+from neocloud.cli import billing as _billing, capacity as _capacity, check as _check, jobs as _jobs, login as _login, service as _service  # noqa: E402, F401, I001

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from neocloud.cli.main import app, err
+from neocloud.client import DEFAULT_DATA_DIR, DEFAULT_SERVER
 from neocloud.client import data_dir as default_data_dir
 
 
@@ -61,5 +62,18 @@ def up(
     token = "NEOCLOUD_ADMIN_TOKEN" if os.environ.get("NEOCLOUD_ADMIN_TOKEN") else str(directory / "admin.token")
     err.print(f"neocloud up: http://{host}:{port} (dashboard at /ui, API docs at /docs) | fleet {service.fleet.name}: "
               f"{len(service.fleet.nodes)} node(s), {service.fleet.total_gpus} GPU(s) | backend {backend} | "
-              f"data {directory} | admin token in {token}", highlight=False)
+              f"data {directory} | admin token in {token}", highlight=False, markup=False)
+    err.print(f"log in from any shell: {_login_hint(host, port, directory, token)}", highlight=False, markup=False)
     serve(service, host, port)
+
+
+def _login_hint(host: str, port: int, directory: Path, token: str) -> str:
+    """The `neocloud login` that saves this server and its admin token for later commands."""
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{f'[{local}]' if ':' in local else local}:{port}"
+    args = "" if url == DEFAULT_SERVER else f" --server {url}"
+    if token == "NEOCLOUD_ADMIN_TOKEN":
+        return f"neocloud login{args} --token \"$NEOCLOUD_ADMIN_TOKEN\""
+    if directory != DEFAULT_DATA_DIR.expanduser():  # another shell looks there (without NEOCLOUD_DATA_DIR)
+        args += f" --data-dir {directory}"
+    return f"neocloud login{args}"
