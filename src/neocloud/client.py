@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from neocloud.errors import NeocloudError
 
@@ -104,8 +103,16 @@ class Client:
         """Queue a job; a dry run answers when and where it would start, and queues nothing."""
         return self._call("POST", "/v1/jobs", json=spec, params={"dry_run": "true"} if dry_run else None)
 
-    def jobs(self, state: str | None = None, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        params = {k: v for k, v in {"state": state, "tenant": tenant, "limit": limit}.items() if v is not None}
+    def upload_code(self, archive: bytes, tenant: str | None = None) -> str:
+        """Upload a packed work directory (cli/workdir.py); its digest, for a spec's `code`."""
+        out = self._call("POST", "/v1/code", content=archive, headers={"Content-Type": "application/gzip"},
+                         params={"tenant": tenant} if tenant else None)
+        return str(out["digest"])
+
+    def jobs(self, state: str | None = None, tenant: str | None = None, limit: int = 100,
+             array: int | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"state": state, "tenant": tenant, "limit": limit, "array": array}.items()
+                  if v is not None}
         return self._call("GET", "/v1/jobs", params=params)
 
     def job(self, job_id: int) -> dict[str, Any]:
@@ -235,19 +242,6 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")
-
-
-def read_spec(path: Path) -> dict[str, Any]:
-    """A job spec file (YAML or JSON, which YAML reads too)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise NeocloudError(f"cannot read job spec {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise NeocloudError(f"{path}: not valid YAML or JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise NeocloudError(f"{path}: a job spec is a mapping with at least 'name' and 'command'")
-    return data
 
 
 def local_admin_token_path(directory: str | Path | None = None) -> Path:

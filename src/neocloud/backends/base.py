@@ -28,6 +28,9 @@ class Task:
     code: Path | None = None  # the job's code (a gzipped tar, backends/code.py): each rank starts in its own copy
 
 
+STOPPED = (128 + 15, 128 + 9)  # a rank's status once SIGTERM or SIGKILL stopped it
+
+
 @dataclass(frozen=True, slots=True)
 class Exit:
     """An attempt that ended: each rank's exit status (None when it left none: killed or lost)."""
@@ -45,9 +48,11 @@ class Exit:
 
     @property
     def code(self) -> int | None:
-        """The job's exit status: the first failed rank's (not one killed after it), else 0."""
-        if any(c not in (0, None) for c in self.codes):
-            return next(c for c in self.codes if c not in (0, None))
+        """The job's exit status: the first failed rank's, not one the backend stopped after it (by
+        SIGTERM or SIGKILL: 143, 137), unless only such are left; else 0."""
+        failed = [c for c in self.codes if c not in (0, None)]
+        if failed:
+            return next((c for c in failed if c not in STOPPED), failed[0])
         return None if None in self.codes else 0
 
 

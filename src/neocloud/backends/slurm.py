@@ -43,7 +43,9 @@ from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
 PREFIX = "neocloud-"
 ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
 # Per node: run the command ("$@"), then record its status in <attempt prefix>.rank-<node>.exit.
-WRAPPER = '"$@"; rc=$?; printf "%s" "$rc" > "$0.rank-$SLURM_NODEID.exit"; exit "$rc"'
+# Each node's rank and name are given as the other backends give them.
+WRAPPER = ('export NEOCLOUD_NODE_RANK="$SLURM_NODEID" NEOCLOUD_NODE="$SLURMD_NODENAME"; '
+           '"$@"; rc=$?; printf "%s" "$rc" > "$0.rank-$SLURM_NODEID.exit"; exit "$rc"')
 # With code: first, on its first attempt, each node unpacks the job's code ($1) into its own copy
 # ($2/rank-N, the tenant's own files, as the tenant's user) and starts there; then WRAPPER.
 WITH_CODE = ('c="$1"; d="$2/rank-$SLURM_NODEID"; shift 2; '

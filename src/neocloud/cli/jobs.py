@@ -16,7 +16,8 @@ from neocloud.cli.main import app, console, err
 from neocloud.cli.options import Json, ProfileName, Server, Token, node_app, print_json, tenant_app
 from neocloud.cli.options import client as _client
 from neocloud.cli.options import when as _when
-from neocloud.client import ACTIVE, Client, read_spec
+from neocloud.cli.submission import read_submission, with_code
+from neocloud.client import ACTIVE, Client
 from neocloud.errors import NeocloudError
 
 
@@ -35,8 +36,11 @@ def _placement(p: list[dict[str, Any]] | None) -> str:
 
 
 @app.command()
-def submit(spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.")],
+def submit(spec: Annotated[Path, typer.Argument(help="Job spec (YAML or JSON), or a Slurm batch script "
+                                                    "(#SBATCH lines).")],
            tenant: Annotated[Optional[str], typer.Option(help="Submit for this tenant (admin token).")] = None,
+           workdir: Annotated[Optional[Path], typer.Option(help="Send this directory as the job's code (default: "
+                                                                "the spec's workdir; a script's own directory).")] = None,
            dry_run: Annotated[bool, typer.Option("--dry-run", help="Say when and where it would start, by the live "
                                                                   "forecast, and queue nothing.")] = False,
            wait: Annotated[bool, typer.Option("--wait", help="Wait until the job ends and exit with its status: 0 "
@@ -50,10 +54,13 @@ def submit(spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.")]
         raise NeocloudError("--dry-run queues nothing to wait for: drop --wait/--follow, or --dry-run")
     if as_json and follow:
         raise NeocloudError("--follow prints the job's output on stdout, --json its record: choose one")
-    body = read_spec(spec)
+    body, code_dir, notes = read_submission(spec, workdir)
+    for note in notes:
+        err.print(f"{spec}: {note}", highlight=False, markup=False)
     if tenant:
         body["tenant"] = tenant
     c = _client(server, token, profile)
+    body = with_code(body, code_dir, lambda archive: c.upload_code(archive, body.get("tenant")))
     job = c.submit(body, dry_run=dry_run)
     if as_json and not wait:
         print_json(job)
