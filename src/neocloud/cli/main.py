@@ -357,4 +357,4 @@ app.add_typer(options.node_app, name="node")
 app.add_typer(options.tenant_app, name="tenants")
 
 # These modules add their commands to `app`.
-from neocloud.cli import billing as _billing, capacity as _capacity, check as _check, jobs as _jobs, login as _login, service as _service  # noqa: E402, F401, I001
+from neocloud.cli import billing as _billing, capacity as _capacity, check as _check, jobs as _jobs, login as _login, nodes as _nodes, service as _service, tenants as _tenants  # noqa: E402, F401, I001
