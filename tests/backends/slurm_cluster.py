@@ -5,6 +5,7 @@ directory; stopped by the PIDs they wrote. The recipe is ../shared/reference/slu
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -50,6 +51,8 @@ class SlurmCluster:
         host = socket.gethostname().split(".")[0]
         for name in ("slurm.conf", "gres.conf", "topology.conf"):
             text = (RECIPE / name).read_text().replace("@DIR@", str(d)).replace("@HOST@", host)
+            if name == "slurm.conf":  # a cluster per test worker (pytest-xdist), each on ports of its own
+                text = _ports(text, PORT_STEP * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0))
             if name == "slurm.conf" and self.cpus:
                 text = text.replace("CPUs=2 ", f"CPUs={self.cpus} ") + "SlurmdParameters=config_overrides\n"
             if name == "slurm.conf" and self.scheduler:
@@ -129,3 +132,13 @@ def slurm_server(tmp_path: Path, cluster: SlurmCluster) -> Iterator[Server]:
             subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], env=cluster.env,
                            capture_output=True, check=False)
         shutil.rmtree(jobs, ignore_errors=True)
+
+
+PORT_STEP = 100  # between the ports of two test workers' clusters
+
+
+def _ports(conf: str, offset: int) -> str:
+    """The recipe's slurm.conf with every port moved up by `offset`."""
+    return re.sub(r"(SlurmctldPort=|SlurmdPort=|Port=\[)(\d+)(?:-(\d+))?",
+                  lambda m: m.group(1) + str(int(m.group(2)) + offset)
+                  + (f"-{int(m.group(3)) + offset}" if m.group(3) else ""), conf)

@@ -29,13 +29,11 @@ def _start(argv: list[str], env_text: str, **kw: object) -> subprocess.Popen:
     r, w = os.pipe()
     os.write(w, env_text.encode())
     os.close(w)
-    os.dup2(r, ENV_FD + 10)  # out of the way of pytest's own descriptors, then placed on ENV_FD in the child
-    try:
-        return subprocess.Popen(argv, text=True, pass_fds=(ENV_FD,), preexec_fn=lambda: os.dup2(ENV_FD + 10, ENV_FD),
+    try:  # placed on ENV_FD in the child only: the test process's own descriptors are left alone
+        return subprocess.Popen(argv, text=True, pass_fds=(ENV_FD,), preexec_fn=lambda: os.dup2(r, ENV_FD),
                                 **kw)  # type: ignore[call-overload]
     finally:
         os.close(r)
-        os.close(ENV_FD + 10)
 
 
 def test_a_rank_in_an_image_runs_as_its_tenant_and_sees_only_its_own(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ def up(
     err.print(f"neocloud up: http://{host}:{port} (dashboard at /ui, API docs at /docs) | fleet {service.fleet.name}: "
               f"{len(service.fleet.nodes)} node(s), {service.fleet.total_gpus} GPU(s) | backend {backend} | "
               f"data {directory} | admin token in {token}", highlight=False, markup=False)
-    err.print(f"log in from any shell: {_login_hint(host, port, directory, token)}", highlight=False, markup=False)
+    err.print(f"log in from any shell: {_login_hint(host, port, directory, token)}", highlight=False, markup=False,
+              soft_wrap=True)  # one line, to copy whole, however narrow the terminal
     serve(service, host, port)
 
 
