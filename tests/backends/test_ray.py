@@ -114,13 +114,17 @@ def test_a_failing_rank_fails_the_gang_with_its_status(server: Server) -> None:
     assert (done["state"], done["exit_code"]) == ("FAILED", 7)
 
 
-def test_a_restart_mid_job_loses_nothing(server: Server) -> None:
+def test_a_restart_mid_job_loses_nothing(server: Server, tmp_path: Path) -> None:
     c = server.client()
-    job = c.submit({"name": "survivor", "gpus": 1, "command": "echo started; sleep 5; echo finished"})
+    go = tmp_path / "go"  # the job runs until the restart is over, however long a loaded host takes
+    job = c.submit({"name": "survivor", "gpus": 1,
+                    "command": f"echo started; while [ ! -e {go} ]; do sleep 0.1; done; echo finished"})
     wait_for(lambda: "started" in c.logs(job["id"])["text"], timeout=60)  # running in Ray
     server.kill9()
     server.start()
     c = server.client()
+    wait_for(lambda: any(e["kind"] == "adopted" for e in c.events(job["id"])), timeout=60)
+    go.touch()
     done = c.wait(job["id"], timeout=60)
     assert done["state"] == "COMPLETED" and done["attempts"] == 1
     assert c.logs(job["id"])["text"] == "started\nfinished\n"
