@@ -375,7 +375,7 @@ def fill(state: ClusterState, pods: list[Job]) -> None:
         key = request(pod)
         if pod.gpu_milli == 0 or pod.id in state.allocations or key in full:
             continue
-        nodes, _, ok = feasible_mask(state, pod)
+        nodes, ok = feasible_mask(state, pod)
         if not ok.any():
             full.add(key)  # capacity only shrinks, so it never will
             continue

@@ -26,7 +26,10 @@ class CodeOut(BaseModel):
 
 
 def code_store(request: Request) -> CodeStore:
-    return CodeStore(request.app.state.service.data_dir / "code")
+    """The server's store of tenants' code, the one its controller hands the backend from."""
+    store: CodeStore | None = request.app.state.service.controller.code
+    assert store is not None  # `open_service` gives every served controller one
+    return store
 
 
 @router.post("/code", status_code=201, response_model=CodeOut,

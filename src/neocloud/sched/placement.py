@@ -27,14 +27,13 @@ class Placement(Protocol):
 # -- single-node jobs ---------------------------------------------------------------------------
 def feasible_nodes(state: ClusterState, job: Job) -> np.ndarray:
     """Ids of nodes that can take a single-node job now."""
-    nodes, _, ok = feasible_mask(state, job)
+    nodes, ok = feasible_mask(state, job)
     feasible: np.ndarray = nodes[ok]
     return feasible
 
 
-def feasible_mask(state: ClusterState, job: Job) -> tuple[np.ndarray, np.ndarray | slice, np.ndarray]:
-    """(nodes, index, ok): the nodes of the GPU types a job accepts, their index into per-node
-    arrays (see `ClusterState.nodes_for`), and which of them can take the job now."""
+def feasible_mask(state: ClusterState, job: Job) -> tuple[np.ndarray, np.ndarray]:
+    """(nodes, ok): the nodes of the GPU types a job accepts, and which of them can take it now."""
     nodes, sel = state.nodes_for(job.gpu_types)
     if job.fractional and job.gpu_milli > 0:
         ok = state.max_left[sel] >= job.gpu_milli
@@ -47,7 +46,7 @@ def feasible_mask(state: ClusterState, job: Job) -> tuple[np.ndarray, np.ndarray
         ok &= state.cpu_free[sel] >= job.cpu_milli
     if job.memory_mib:
         ok &= state.mem_free[sel] >= job.memory_mib
-    return nodes, sel, ok
+    return nodes, ok
 
 
 def choose_gpus(state: ClusterState, node: int, job: Job, rng: np.random.Generator | None) -> tuple[int, ...]:
