@@ -59,10 +59,9 @@ class SlurmCluster:
                 text += f"SchedulerParameters={self.scheduler}\n"
             (d / "etc" / name).write_text(text)
             (d / "etc" / name).chmod(0o644)  # read by each job's srun, as its tenant's user
-        for i in range(8):
-            dev = d / "dev" / f"nvidia{i}"
-            if not dev.exists():
-                os.mknod(dev, 0o666 | 0o020000, os.makedev(195, i))
+        for name, minor in [*((f"nvidia{i}", i) for i in range(8)), ("nvidiactl", 255)]:
+            if not (d / "dev" / name).exists():
+                os.mknod(d / "dev" / name, 0o666 | 0o020000, os.makedev(195, minor))
         key = d / "run" / "munge.key"
         key.write_bytes(os.urandom(128))
         key.chmod(0o600)
@@ -118,7 +117,7 @@ def slurm_server(tmp_path: Path, cluster: SlurmCluster) -> Iterator[Server]:
     jobs = Path(tempfile.mkdtemp(prefix="neocloud-jobs-"))
     jobs.chmod(0o711)
     srv = Server(tmp_path / "data", None, backend="slurm", env={"SLURM_CONF": str(cluster.conf)},
-                 args=("--jobs-dir", str(jobs)))
+                 args=("--jobs-dir", str(jobs), "--gpu-devices", str(cluster.root / "dev")))
     srv.start()
     try:
         yield srv

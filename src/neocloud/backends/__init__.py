@@ -14,8 +14,8 @@ BACKENDS = ("local", "slurm", "ray", "emulated")
 def make_backend(name: str, data_dir: Path, jobs_dir: Path | None = None, gpu_devices: Path | None = None,
                  sandbox: bool = True) -> Backend:
     """`jobs_dir`: where jobs' files live (logs, work and checkpoint directories; default the data
-    directory; a shared filesystem for Slurm); `gpu_devices`: where the local backend finds the
-    GPUs' device files (default /dev); `sandbox` False: its jobs run as plain processes."""
+    directory; a shared filesystem for Slurm); `gpu_devices`: where the GPUs' device files are on
+    the nodes (default /dev); `sandbox` False: its jobs run as plain processes."""
     files = jobs_dir or data_dir
     if name == "local":
         from neocloud.backends.local import LocalBackend
@@ -24,7 +24,7 @@ def make_backend(name: str, data_dir: Path, jobs_dir: Path | None = None, gpu_de
     if name == "slurm":
         from neocloud.backends.slurm import SlurmBackend
 
-        return SlurmBackend(files / "jobs", private=data_dir)
+        return SlurmBackend(files / "jobs", private=data_dir, devices=gpu_devices or Path("/dev"))
     if name == "ray":
         from neocloud.backends.ray import RayBackend
 

@@ -18,6 +18,8 @@ the batch script sets the job's allow-listed variables itself).
 The job directories must be on storage the nodes share with the server (as a Slurm site's home
 or scratch filesystem is): logs and exit statuses come back through it, and a job's code reaches
 its nodes through it, each node unpacking its own copy as the tenant's user at the first attempt.
+A job in an image runs each node's rank in a rootless runc (bundle.py), its bundle and the image's
+files on the same storage.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from neocloud.backends.base import Exit, Recovered, Task, read_file
-from neocloud.backends.identity import tenant_identity
-from neocloud.backends.sandbox import PASSED
+from neocloud.backends.bundle import Bundles
+from neocloud.backends.identity import Identity, tenant_identity
+from neocloud.backends.sandbox import CHECKPOINT, PASSED, SAFE_PATH, WORK
 from neocloud.errors import NeocloudError
 from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
@@ -53,6 +56,21 @@ WITH_CODE = ('c="$1"; d="$2/rank-$SLURM_NODEID"; shift 2; '
              '--no-same-owner && mv "$d.part" "$d"; }; } && cd "$d" || '
              '{ echo "neocloud: the job\'s code could not be unpacked into $d" >&2; '
              'printf 1 > "$0.rank-$SLURM_NODEID.exit"; exit 1; }; ' + WRAPPER)
+# In an image, each node's step starts its rank in a rootless runc (bundle.py): first it keeps its
+# own environment for the rank (the env file), with the GPUs Slurm gave it named as on the host (the
+# bundle binds each device file at its own path), and fills its rank into the job's bundle.
+RANK = "@NEOCLOUD_RANK@"
+RUN_IN_IMAGE = ('j="$1"; r="$SLURM_NODEID"; b="$j/bundle/rank-$r"; '
+                'command -v runc >/dev/null || { echo "neocloud: runc is not installed on $SLURMD_NODENAME, so '
+                'images cannot run there (apt install runc)" >&2; printf 127 > "$0.rank-$r.exit"; exit 127; }; '
+                'export NEOCLOUD_NODE_RANK="$r" NEOCLOUD_NODE="$SLURMD_NODENAME" '
+                'CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES-${SLURM_STEP_GPUS:-$SLURM_JOB_GPUS}}"; '
+                f'mkdir -p "$b" && export -p > "$b/env" && sed "s/{RANK}/$r/g" "$j/bundle/config.json" > "$b/config.json" '
+                '&& exec runc --rootless=true --root="$j/runc" run --bundle "$b" "neocloud-$SLURM_JOB_ID-$r"')
+# The rank's first process in its container, PID 1 there: it reads the node's environment, and
+# passes a stop's signal on to the rank (a PID 1 with no handler would ignore it).
+INIT = ('. "$0" || exit 1; trap \'trap "" TERM INT HUP; kill -TERM 0\' TERM INT HUP; "$@" & '
+        'wait $!; rc=$?; while kill -0 $! 2>/dev/null; do wait $!; rc=$?; done; exit "$rc"')
 DEFAULT_GPU = "H100"  # a node whose GRES names no GPU model
 
 
@@ -66,8 +84,9 @@ class _Attempt:
 class SlurmBackend:
     name = "slurm"
 
-    def __init__(self, root: Path, private: Path | None = None) -> None:
-        """`root` holds the jobs' directories; `private` (the data directory) is never opened to tenants."""
+    def __init__(self, root: Path, private: Path | None = None, devices: Path = Path("/dev")) -> None:
+        """`root` holds the jobs' directories; `private` (the data directory) is never opened to tenants;
+        `devices`: where the nodes' GPU device files are, for jobs in images."""
         if not os.environ.get("SLURM_CONF"):
             raise NeocloudError("the slurm backend finds its cluster through SLURM_CONF: set it to the path of "
                                 "slurm.conf")
@@ -88,6 +107,8 @@ class SlurmBackend:
                                 "directory on the cluster's shared filesystem whose parents others may enter")
         self._live: dict[tuple[int, int], _Attempt] = {}
         self._lock = threading.Lock()
+        self.bundles = Bundles(self.root, devices)
+        self._gpus: dict[str, int] = {}  # each node's GPU count, as the last inventory found it
 
     # -- the cluster ------------------------------------------------------------------------------
     def inventory(self) -> Fleet:
@@ -107,6 +128,7 @@ class SlurmBackend:
             model, count = _gpus(n.get("gres", ""))
             fleet.nodes.append(Node(len(fleet.nodes), n["name"], gpu_type(model) if count else None, count,
                                     index[leaf_of.get(n["name"], "default")]))
+        self._gpus = {n.name: n.gpus for n in fleet.nodes}
         return fleet
 
     def drained(self) -> dict[str, str]:
@@ -151,24 +173,31 @@ class SlurmBackend:
         for r in range(len(task.nodes)):
             Path(f"{stem}.rank-{r}.exit").unlink(missing_ok=True)
         argv = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
+        per_node = max((len(g) for _, g in task.nodes), default=0)
+        # Where the step sees the job's files: as they are, or at /job and /checkpoint in an image.
+        home, checkpoint = (str(job_dir), str(task.checkpoint_dir)) if task.image is None else (WORK, CHECKPOINT)
         wrapper, code_args = WRAPPER, []
         if task.code is not None:  # through the job directory, which the nodes and the server share
             archive = job_dir / "code.tar.gz"
             shutil.copyfile(task.code, archive)
             if who is not None:
                 os.chown(archive, who.uid, who.gid)
-            wrapper, code_args = WITH_CODE, [str(archive), str(job_dir / "work")]
-        per_node = max((len(g) for _, g in task.nodes), default=0)
+            wrapper, code_args = WITH_CODE, [f"{home}/{archive.name}", f"{home}/work"]
+        step = ["/bin/sh", "-c", wrapper, f"{home}/{stem.name}", *code_args, *argv]
+        if task.image is not None:
+            self._bundle(task, job_dir, who, ["/bin/sh", "-c", INIT, f"{WORK}/bundle/rank-{RANK}/env", *step])
+            step = ["/bin/sh", "-c", RUN_IN_IMAGE, str(stem), str(job_dir)]
         env = {**task.env, "NEOCLOUD_JOB_ID": str(task.job_id), "NEOCLOUD_ATTEMPT": str(task.attempt),
-               "NEOCLOUD_NUM_NODES": str(len(task.nodes)), "HOME": str(job_dir),
-               **({"NEOCLOUD_CHECKPOINT_DIR": str(task.checkpoint_dir)} if task.checkpoint_dir else {}),
-               **{k: os.environ[k] for k in PASSED if k in os.environ}}
+               "NEOCLOUD_NUM_NODES": str(len(task.nodes)), "HOME": home,
+               **({"NEOCLOUD_CHECKPOINT_DIR": checkpoint} if task.checkpoint_dir else {}),
+               **{k: os.environ[k] for k in PASSED if k in os.environ},
+               **({"PATH": SAFE_PATH} if task.image is not None else {})}
         script = "\n".join([
             "#!/bin/sh",
             *(f"export {k}={shlex.quote(v)}" for k, v in env.items()),
             "exec srun --export=ALL --kill-on-bad-exit=1 --ntasks-per-node=1 --open-mode=append "
             f"--output={job_dir}/rank-%n.out --error={job_dir}/rank-%n.err "
-            + shlex.join(["/bin/sh", "-c", wrapper, str(stem), *code_args, *argv]),
+            + shlex.join(step),
             "",
         ])
         cmd = ["sbatch", "--parsable", f"--job-name={PREFIX}{task.job_id}-{task.attempt}",
@@ -185,6 +214,20 @@ class SlurmBackend:
             cmd.append(f"--mem={task.memory_mib}M")
         out = _tool(*cmd, stdin=script)
         return int(out.strip().split(";")[0])
+
+    def _bundle(self, task: Task, job_dir: Path, who: Identity | None, args: list[str]) -> None:
+        """The job's OCI bundle for this attempt, its image's files exported first if need be."""
+        assert task.image is not None
+        if why := self.bundles.missing(task.image):
+            raise NeocloudError(why)
+        gpus = max((self._gpus.get(node, len(g)) for node, g in task.nodes), default=0)
+        self.bundles.write(job_dir / "bundle", task.image, who or Identity("", os.getuid(), os.getgid()), job_dir,
+                           task.checkpoint_dir, gpus, args)
+
+    def image_missing(self, image: str) -> str | None:
+        """Why `image` cannot run on this cluster, or None: asked at submit, so that a missing image
+        is a 422 rather than a failed start."""
+        return self.bundles.missing(image)
 
     def stop(self, job_id: int, attempt: int) -> None:
         with self._lock:

@@ -42,7 +42,8 @@ def up(
         help="Run each local job in its sandbox, as its tenant's user (--no-sandbox: plain processes of the "
              "server's user, for one tenant or tenants that trust each other).")] = True,
     gpu_devices: Annotated[Optional[Path], typer.Option(
-        help="Where the local backend finds the GPUs' device files, nvidia0... (default /dev).")] = None,
+        help="Where the GPUs' device files are, nvidia0... (default /dev): on this machine for the local "
+             "backend, on every node for jobs in images on Slurm.")] = None,
     database_url: Annotated[Optional[str], typer.Option(
         help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: NEOCLOUD_DATABASE_URL, else SQLite "
              "in the data directory).")] = None,
