@@ -106,6 +106,14 @@ def test_cancel_stops_the_ray_job_and_its_processes(server: Server, cluster: Ray
     assert JobSubmissionClient(cluster.address).get_job_status(_ray_name(server, job["id"])).value == "STOPPED"
 
 
+def test_a_job_in_an_image_is_refused_at_submit_with_what_to_do(server: Server) -> None:
+    from neocloud.client import ApiError
+
+    with pytest.raises(ApiError) as e:
+        server.client().submit({"name": "in-image", "gpus": 1, "image": "localhost/train:1", "command": "true"})
+    assert e.value.status == 422 and "leave `image` out" in str(e.value)
+
+
 def test_a_failing_rank_fails_the_gang_with_its_status(server: Server) -> None:
     c = server.client()
     job = c.submit({"name": "bad", "gpus": 2, "gpus_per_node": 1,

@@ -79,3 +79,20 @@ class Containers:
                 argv += ["--device", f"{self.devices / d}:/dev/{d}"]
         argv += ["--", image, *command]
         return Rank(argv, {"PATH": SAFE_PATH}, "/"), env_file(inside)
+
+    def leftovers(self, prefix: str) -> list[str]:
+        """Containers named `prefix`..., running or not: a rank's podman killed with its server
+        leaves its container behind (its --rm is podman's own doing)."""
+        if self.podman is None:
+            return []
+        try:
+            done = subprocess.run([self.podman, "ps", "--all", "--filter", f"name=^{prefix}", "--format", "{{.Names}}"],
+                                  capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        return [n for n in done.stdout.split() if n.startswith(prefix)] if done.returncode == 0 else []
+
+    def remove(self, names: list[str]) -> None:
+        """Stop and remove these containers at once; one that will not go is tried at the next restart."""
+        if self.podman is not None and names:
+            subprocess.run([self.podman, "rm", "--force", "--time=0", *names], capture_output=True, timeout=120)

@@ -253,6 +253,12 @@ class LocalBackend:
             if rank is not None and rank.alive():
                 _signal(rank, signal.SIGUSR1)  # its supervisor kills the rank at once
                 killed.add(key)
+        prefix, stale = f"neocloud-{self.instance}-", []
+        for name in self.containers.leftovers(prefix):
+            if (m := _CGROUP.match(name.removeprefix(prefix))) and (int(m[1]), int(m[2])) not in keep:
+                stale.append(name)
+                killed.add((int(m[1]), int(m[2])))
+        self.containers.remove(stale)
         return sorted(killed | self._kill_cgroups(None, keep))
 
     def _kill_cgroups(self, only: set[tuple[int, int]] | None,

@@ -180,6 +180,11 @@ class RayBackend:
     def set_node(self, name: str, cordoned: bool, reason: str) -> None:
         """Nothing to tell Ray: neocloud simply places no work on a cordoned node."""
 
+    def image_missing(self, image: str) -> str | None:
+        """Every image is missing here: a Ray cluster's workers run in the image Ray itself runs in."""
+        return ("the ray backend runs jobs in its cluster's own worker image, not in one of a job's: leave "
+                "`image` out, or submit to a server on the local or slurm backend")
+
     # -- running ------------------------------------------------------------------------------
     def launch(self, tasks: list[Task]) -> list[tuple[int, str]]:
         if self._stale:  # Ray went away meanwhile: its nodes may have restarted
