@@ -115,6 +115,16 @@ class Client:
                   if v is not None}
         return self._call("GET", "/v1/jobs", params=params)
 
+    def array_tasks(self, array: int) -> list[dict[str, Any]]:
+        """Every task of an array, in index order (read a page of 1,000 at a time)."""
+        tasks: list[dict[str, Any]] = []
+        while True:
+            params = {"array": array, "limit": 1000, **({"before": tasks[-1]["id"]} if tasks else {})}
+            page = self._call("GET", "/v1/jobs", params=params)
+            tasks += page
+            if len(page) < 1000:
+                return sorted(tasks, key=lambda t: t["array_index"])
+
     def job(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}")
 

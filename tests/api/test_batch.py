@@ -97,18 +97,22 @@ def test_an_array_too_large_or_malformed_is_refused(shared_server: Server) -> No
 
 
 def test_dependencies_wait_run_or_fail(shared_server: Server) -> None:
-    first = _submit(shared_server, {"name": "first", "command": "sleep 1"}).json()
+    first = _submit(shared_server, {"name": "first", "command": "until [ -e go ]; do sleep 0.1; done"}).json()
     then = _submit(shared_server, {"name": "then", "command": "true", "depends_on": [first["id"]]}).json()
     never = _submit(shared_server, {"name": "never", "command": "true",
                                     "depends_on": [{"job": first["id"], "when": "afternotok"}]}).json()
     assert then["state"] == "PENDING"
     assert then["reason"] == f"waiting for job {first['id']} to complete (afterok)"
     assert then["expected_start"] is None
+    queue = {q["id"]: q for q in httpx.get(f"{shared_server.url}/v1/queue", headers=AUTH).json()}
+    assert queue[then["id"]]["reason"] == then["reason"] and queue[never["id"]]["expected_start"] is None
     dry = httpx.post(f"{shared_server.url}/v1/jobs", params={"dry_run": "true"}, headers=AUTH,
                      json={"name": "dry", "command": "true", "depends_on": [first["id"]]})
     assert dry.status_code == 200, dry.text
     assert dry.json()["expected_start"] is None
     assert dry.json()["reason"] == f"waiting for job {first['id']} to complete (afterok)"
+    wait_for(lambda: _job(shared_server, first["id"])["state"] == "RUNNING")
+    (shared_server.data_dir / "work" / str(first["id"]) / "go").touch()
     done = _ended(shared_server, then["id"])
     assert done["state"] == "COMPLETED" and done["started_at"] >= _job(shared_server, first["id"])["ended_at"]
     failed = _ended(shared_server, never["id"])

@@ -209,6 +209,22 @@ def test_submit_wait_exits_with_the_jobs_status_and_job_says_why(srv: Server, us
     assert "299980" not in long_err  # the last 20 lines, read from the end of a 2 MB log
 
 
+def test_submit_wait_and_follow_see_every_task_of_an_array(srv: Server, user: User, tmp_path: Path) -> None:
+    user.ok("login", "--server", srv.url, "--token", ADMIN)
+    sweep = _spec(tmp_path, "sweep", 'echo "task $NEOCLOUD_ARRAY_INDEX"; exit $((NEOCLOUD_ARRAY_INDEX == 2 ? 4 : 0))',
+                  gpus=0.5, array="0-3%2")
+    followed = user.run("submit", str(sweep), "--follow")
+    assert followed.returncode == 4, followed.stderr
+    assert followed.stdout == "task 0\ntask 1\ntask 2\ntask 3\n"  # each task's output, in index order
+    assert "4 tasks, 3 COMPLETED, 1 FAILED; task 2 (job" in followed.stderr and "exit status 4" in followed.stderr
+    waited = user.run("submit", str(sweep), "--wait", "--json")
+    tasks = json.loads(waited.stdout)
+    assert waited.returncode == 4 and [t["array_index"] for t in tasks] == [0, 1, 2, 3]
+    assert [t["state"] for t in tasks] == ["COMPLETED", "COMPLETED", "FAILED", "COMPLETED"]
+    dry = user.ok("submit", str(sweep), "--dry-run")
+    assert dry.startswith("sweep is an array of 4 tasks; its first:\nsweep would start")
+
+
 def test_submit_follow_streams_while_the_job_runs_then_exits_as_it_ended(srv: Server, user: User,
                                                                           tmp_path: Path) -> None:
     c = srv.client()

@@ -28,6 +28,7 @@ from neocloud.api.schemas import (
 from neocloud.backends.base import read_file
 from neocloud.control.controller import DEFAULT_TENANT, NotFound
 from neocloud.control.forecasts import Base, Forecasts
+from neocloud.sched.arrays import parse_array
 from neocloud.store.tables import JobEvent, JobRow
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -105,7 +106,8 @@ async def submit(spec: JobSpec, request: Request, who: Caller,
                            placement=[{"node": controller.fleet.nodes[n].name, "gpus": list(g)}
                                       for n, g in zip(nodes, gpus)] or None,
                            reason=out.why if start is not None or job.depends_on
-                           else "not expected to start within 30 days" + (f": {out.why}" if out.why else ""))
+                           else "not expected to start within 30 days" + (f": {out.why}" if out.why else ""),
+                           array_tasks=None if spec.array is None else len(parse_array(spec.array).indices))
         return JSONResponse(answer.model_dump(), status_code=200)
     row = await wrap_future(controller.submit(tenant, body))
     # The hot path: answer in JobOut's shape without building and validating a model.
@@ -208,7 +210,7 @@ async def queue(request: Request, who: Caller,
                 offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Skip this many of the caller's queued "
                                                                               "jobs.")] = 0) -> list[QueueEntry]:
     """The caller's queued jobs in the order they will run, each with its place in the whole queue
-    and why it waits; a page at a time."""
+    and why it waits, then those a dependency or an array's throttle holds; a page at a time."""
     service = request.app.state.service
     entries, _ = await wrap_future(service.controller.view(queue_reader(who, limit, offset)))
     return queue_entries(entries, service.controller.clock(), service.controller.forecasts)
@@ -223,14 +225,15 @@ def queue_reader(who: Principal, limit: int, offset: int = 0, *, count: bool = F
     with `count`, how many the caller has queued."""
 
     def read(sched: Any) -> QueuePage:
-        order = enumerate(sched.queue.order(sched.usage))
-        mine = order if who.admin else ((i, rec) for i, rec in order if rec.job.tenant == who.tenant)
+        held = sched.gates.held()  # after the queue: they join it once their dependencies or slot allow
+        order = enumerate(itertools.chain((rec.job for rec in sched.queue.order(sched.usage)), held))
+        mine = order if who.admin else ((i, job) for i, job in order if job.tenant == who.tenant)
         upto = list(itertools.islice(mine, offset + limit))
-        page = [(i, rec.job.id, rec.job.tenant, rec.job.name, rec.job.priority.value, rec.job.gpus, rec.job.submit_s,
-                 sched.why_waiting(rec.job.id)) for i, rec in upto[offset:]]
+        page = [(i, job.id, job.tenant, job.name, job.priority.value, job.gpus, job.submit_s,
+                 sched.why_waiting(job.id)) for i, job in upto[offset:]]
         total = None
         if count:
-            total = len(sched.queue) if who.admin else len(upto) + sum(1 for _ in mine)
+            total = len(sched.queue) + len(held) if who.admin else len(upto) + sum(1 for _ in mine)
         return page, total
 
     return read

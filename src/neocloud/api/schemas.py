@@ -176,7 +176,7 @@ class JobSpec(Input):
                                                         "counted by the scheduler; the rank is killed above it.")
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     image: str | None = Field(default=None, max_length=255, pattern=IMAGE,
-                              description="An OCI image each rank runs in (podman, on the local backend), as "
+                              description="An OCI image each rank runs in (podman on the local backend, runc on Slurm), as "
                                           "'localhost/train:1' or 'ghcr.io/org/img@sha256:...'; the node's own system "
                                           "if unset. It must be on the node already: no registry is pulled from.")
     code: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$",
@@ -299,6 +299,8 @@ class DryRunOut(BaseModel):
     expected_end: float | None = Field(description=EXPECTED_END)
     placement: list[dict[str, Any]] | None = Field(description="The nodes and GPUs it would start on.")
     reason: str = Field(description="Why it would not start at once, or why no start is in view.")
+    array_tasks: int | None = Field(default=None, description="An array's task count: the forecast above is "
+                                                              "of its first task.")
 
 
 class GoodputOut(BaseModel):

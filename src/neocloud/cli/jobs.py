@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -79,6 +80,8 @@ def _print_dry_run(job: dict[str, Any]) -> None:
     if job["expected_start"] is None:
         console.print(f"{job['name']} would not start within 30 days: {job['reason']} (nothing was queued)")
         return
+    if job.get("array_tasks"):
+        console.print(f"{job['name']} is an array of {job['array_tasks']} tasks; its first:", highlight=False)
     console.print(f"{job['name']} would start {_eta(job['expected_start'])} on {_placement(job['placement'])}"
                   + (f", and end {_eta(job['expected_end'])}" if job["expected_end"] else "")
                   + (f"; until then: {job['reason']}" if job["reason"] else "") + " (nothing was queued)")
@@ -99,6 +102,8 @@ def exit_status(job: dict[str, Any]) -> int:
 
 def _see_through(c: Client, job: dict[str, Any], follow: bool, as_json: bool) -> int:
     """Follow or wait for a submitted job to its end, in whichever end state; say how it ended."""
+    if job.get("array_job") is not None:
+        return _see_array_through(c, job["array_job"], follow, as_json)
     try:
         wrote = False
         if follow:
@@ -122,6 +127,37 @@ def _see_through(c: Client, job: dict[str, Any], follow: bool, as_json: bool) ->
     if status:
         line += f": {done['reason'] or 'no reason given'}; exit status {status} (`neocloud job {done['id']}` says more)"
     out.print(line, highlight=False, markup=False)
+    return status
+
+
+def _see_array_through(c: Client, array: int, follow: bool, as_json: bool) -> int:
+    """Every task of an array to its end (each one's output in index order, with --follow); the
+    status of the first that did not complete, or 0."""
+    try:
+        if follow:
+            for task in c.array_tasks(array):
+                for text in c.follow(task["id"]):
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+        pause, tasks = 0.2, c.array_tasks(array)
+        while any(t["state"] in ACTIVE for t in tasks):
+            time.sleep(pause)
+            pause, tasks = min(pause * 1.5, 2.0), c.array_tasks(array)
+    except KeyboardInterrupt:
+        err.print(f"stopped waiting; array {array} goes on (`neocloud cancel {array}` stops it)",
+                  highlight=False, markup=False)
+        return 130
+    failed = next((t for t in tasks if t["state"] != "COMPLETED"), None)
+    status = 0 if failed is None else exit_status(failed)
+    if as_json:
+        print_json(tasks)
+        return status
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(Counter(t["state"] for t in tasks).items()))
+    line = f"array {array} ({tasks[0]['name']}): {len(tasks)} tasks, {counts}"
+    if failed is not None:
+        line += (f"; task {failed['array_index']} (job {failed['id']}) {failed['state']}: "
+                 f"{failed['reason'] or 'no reason given'}; exit status {status}")
+    (err if follow or status else console).print(line, highlight=False, markup=False)
     return status
 
 

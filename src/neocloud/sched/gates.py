@@ -126,6 +126,10 @@ class Gates:
         if job.array_job is not None:
             self._admitted[job.array_job].add(job.id)
 
+    def held(self) -> list[Job]:
+        """The jobs held here, oldest first: in no queue yet, but the tenant's all the same."""
+        return sorted(self._jobs.values(), key=lambda j: _order(j.id))
+
     def reason(self, job_id: str) -> str:
         waits = self._waits.get(job_id)
         if waits:
