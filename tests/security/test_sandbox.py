@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import neocloud
-from neocloud.backends.cgroups import Cgroup
 from neocloud.backends.base import Task
+from neocloud.backends.cgroups import Cgroup
 from neocloud.backends.local import LocalBackend
 from neocloud.client import ApiError, Client
 from tests.api.conftest import ADMIN, Server, serving, wait_for

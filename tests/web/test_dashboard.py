@@ -9,7 +9,8 @@ import re
 from playwright.sync_api import expect
 
 from tests.api.conftest import ADMIN, Server
-from tests.web.conftest import Errors, login as _login
+from tests.web.conftest import Errors
+from tests.web.conftest import login as _login
 
 SLOW_JOB = """name: {name}
 command: |

@@ -28,7 +28,6 @@ from neocloud.fleet.loader import read_yaml
 from neocloud.fleet.schema import PUE, Strict, config_error, known_gpu, megawatts
 from neocloud.model.catalog import gpu_type
 
-
 MAX_YEARS = 10  # of horizon: a plan is weekly, and every week is a column of every scenario
 
 
