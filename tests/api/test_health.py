@@ -204,7 +204,7 @@ def test_goodput_counts_what_a_failure_cost_the_job_and_its_tenant(server: Serve
     g = wait_for(lambda: (g := c.goodput(job["id"]))["ettr"] > 0 and g)  # run long enough to have paid its restart
     assert g["interruptions"] == 1
     assert g["lost_gpu_s"]["detection"] == pytest.approx(8 * 0.5, abs=8 * 0.3)
-    assert 0 <= g["lost_gpu_s"]["recomputation"] < 8 * 1.0  # it checkpoints every step: little is lost
+    assert 0 <= g["lost_gpu_s"]["recomputation"] < 8 * 3.0  # it checkpoints every step: seconds at most, even loaded
     assert g["lost_gpu_s"]["restart"] == pytest.approx(8 * 2)
     assert g["queueing_after_failure_s"] >= 0 and g["allocated_gpu_s"] > 0
     assert g["productive_gpu_s"] == pytest.approx(g["allocated_gpu_s"] - sum(g["lost_gpu_s"].values()), abs=0.01)

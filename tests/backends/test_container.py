@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -124,14 +125,15 @@ def test_a_restart_removes_the_containers_of_attempts_it_does_not_keep(tmp_path:
     image = built_image()
     backend = LocalBackend(tmp_path)
     names = {key: f"neocloud-{backend.instance}-j{key[0]}-a{key[1]}-r0" for key in ((7, 1), (8, 2))}
-    other = f"neocloud-{'0' * 12}-j7-a1-r0"  # another neocloud's on this host
+    stranger = secrets.token_hex(6)
+    other = f"neocloud-{stranger}-j7-a1-r0"  # another neocloud's on this host
     try:
         for name in [*names.values(), other]:  # as a podman killed with its server leaves them: stopped, not removed
             subprocess.run(["podman", "create", "--pull=never", "--name", name, image, "true"], check=True,
                            capture_output=True)
         assert backend.reap_orphans({(8, 2)}) == [(7, 1)]
         assert backend.containers.leftovers(f"neocloud-{backend.instance}-") == [names[(8, 2)]]
-        assert backend.containers.leftovers("neocloud-000000000000-") == [other]
+        assert backend.containers.leftovers(f"neocloud-{stranger}-") == [other]
     finally:
-        subprocess.run(["podman", "rm", "--force", *names.values(), other], capture_output=True)
+        subprocess.run(["podman", "rm", "--force", "--ignore", *names.values(), other], capture_output=True)
         backend.close()

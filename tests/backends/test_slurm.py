@@ -84,11 +84,13 @@ def test_a_node_drained_in_slurm_gets_no_work_and_a_cordon_drains_it_in_slurm(se
 
 def test_a_restart_mid_job_loses_nothing(server: Server, slurm_cluster: SlurmCluster) -> None:
     c = server.client()
-    job = c.submit({"name": "survivor", "gpus": 8, "command": "sleep 4; echo finished"})
+    job = c.submit({"name": "survivor", "gpus": 8, "command": "until [ -e go ]; do sleep 0.1; done; echo finished"})
     wait_for(lambda: _slurm_nodes(slurm_cluster, job["id"]))
     server.kill9()
     server.start()
     c = server.client()
+    wait_for(lambda: [e["kind"] for e in c.events(job["id"])][-1] == "adopted")
+    (Path(server.args[server.args.index("--jobs-dir") + 1]) / "jobs" / str(job["id"]) / "go").touch()  # its HOME
     done = c.wait(job["id"], timeout=60)
     assert done["state"] == "COMPLETED" and done["attempts"] == 1
     assert c.logs(job["id"])["text"] == "finished\n"

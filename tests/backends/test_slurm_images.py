@@ -76,7 +76,11 @@ def test_a_cancel_signals_the_rank_and_stops_the_container(server: Server, slurm
     wait_for(lambda: team.logs(job["id"])["text"] == "started\n", timeout=60)
     team.cancel(job["id"])
     assert team.wait(job["id"], timeout=60)["state"] == "CANCELLED"
-    wait_for(lambda: team.logs(job["id"])["text"] == "started\nstopped gracefully\n")  # the signal reached the rank
+    try:  # the signal reached the rank
+        wait_for(lambda: team.logs(job["id"])["text"] == "started\nstopped gracefully\n")
+    except AssertionError:
+        raise AssertionError((team.logs(job["id"]), team.logs(job["id"], stream="stderr"), team.events(job["id"]))) \
+            from None
     name = f"neocloud-{job['id']}-1"
     wait_for(lambda: name not in slurm_cluster.out("squeue", "-h", "-o", "%j"), timeout=60)
     uid = pwd.getpwnam(user_name("img-stop")).pw_uid
