@@ -118,7 +118,10 @@ async def validation_error(request: Request, e: RequestValidationError) -> JSONR
     would echo all of it: a 10 MB command would come back whole)."""
     detail = []
     for error in e.errors():
-        item: dict[str, Any] = {"type": error.get("type", ""), "loc": [_safe(p) for p in error.get("loc", ())],
+        loc = tuple(error.get("loc", ()))
+        if request.url.path == "/v1/jobs" and loc[:1] == ("body",) and loc[1:2] in (("job",), ("service",)):
+            loc = loc[:1] + loc[2:]  # which kind of spec it was read as: the spec's own `kind` says so
+        item: dict[str, Any] = {"type": error.get("type", ""), "loc": [_safe(p) for p in loc],
                                 "msg": _safe(str(error.get("msg", "")), 1000)}
         if "input" in error and (quoted := _excerpt(error["input"])) is not None:
             item["input"] = quoted

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import Discriminator, Tag
 from sqlalchemy import select
 
 from neocloud.api.auth import Principal, caller
@@ -25,6 +26,7 @@ from neocloud.api.schemas import (
     LogsOut,
     QueueEntry,
 )
+from neocloud.api.service_specs import ServiceSpec
 from neocloud.backends.base import read_file
 from neocloud.control.controller import DEFAULT_TENANT, NotFound
 from neocloud.control.forecasts import Base, Forecasts
@@ -77,16 +79,31 @@ def submission(request: Request, spec: JobSpec, who: Principal) -> tuple[str, di
     missing = getattr(request.app.state.service.backend, "image_missing", None)  # a backend that can tell
     if spec.image is not None and missing is not None and (why := missing(spec.image)):
         raise HTTPException(422, f"image: {why}")
-    return tenant, spec.model_dump(exclude={"tenant", "workdir"}, mode="json")
+    return tenant, spec.model_dump(exclude={"tenant", "workdir"} | ({"kind"} if spec.kind == "job" else set()),
+                                   mode="json")
+
+
+def _kind(body: Any) -> str:
+    return str((body.get("kind") if isinstance(body, dict) else getattr(body, "kind", None)) or "job")
+
+
+Submission = Annotated[Annotated[JobSpec, Tag("job")] | Annotated[ServiceSpec, Tag("service")], Discriminator(_kind)]
 
 
 @router.post("/jobs", status_code=201, response_model=JobOut,
              responses={200: {"model": DryRunOut, "description": "A dry run's answer: nothing was queued"},
                         422: {"description": "Invalid or unsatisfiable spec"}})
-async def submit(spec: JobSpec, request: Request, who: Caller,
+async def submit(spec: Submission, request: Request, who: Caller,
                  dry_run: Annotated[bool, Query(description="Answer when and where the job would start, by the "
                                                             "live forecast, without queueing it.")] = False,
                  ) -> JSONResponse:
+    """Submit a job; or, with `kind: service`, create a service (its answer is then a ServiceOut)."""
+    if isinstance(spec, ServiceSpec):
+        if dry_run:
+            raise HTTPException(422, "dry_run: a service runs until stopped; a dry run forecasts jobs only")
+        from neocloud.api.services import create  # services.py builds on this module
+
+        return await create(request, spec, who)
     # A job in an image asks the backend whether it has it (podman, a subprocess): off the event loop.
     tenant, body = submission(request, spec, who) if spec.image is None else \
         await run_in_threadpool(submission, request, spec, who)

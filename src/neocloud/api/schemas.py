@@ -148,6 +148,7 @@ class DependencyIn(Input):
 class JobSpec(Input):
     """A job as a tenant writes it (YAML or JSON)."""
 
+    kind: Literal["job"] = Field(default="job", description="'job' (the default) or 'service' (a ServiceSpec).")
     name: str = Field(description=NAME_RULE)
     command: str | list[str] = Field(description="A shell command line, or an argv list.")
     gpus: float = Field(default=1, ge=0, le=MAX_GPUS, description="Whole GPUs, or a fraction of one (< 1).")

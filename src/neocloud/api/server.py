@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ExceptionHandler
 
-from neocloud.api import admin, auth, billing, capacity, code, goodput, guards, jobs, nodes
+from neocloud.api import admin, auth, billing, capacity, code, gateway, goodput, guards, jobs, nodes, services
 from neocloud.api.auth import MUTATING, FailureLimit, identify, unrecorded
 from neocloud.backends import Backend, make_backend
 from neocloud.backends.code import CodeStore
@@ -147,9 +147,11 @@ def create_app(service: Service) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Off the event loop: recovery reads the whole store, and stopping joins the controller's thread.
         await asyncio.to_thread(service.controller.start)
+        app.state.gateway = gateway.Gateway()
         try:
             yield
         finally:
+            await app.state.gateway.close()
             await asyncio.to_thread(service.controller.stop)
 
     # The documentation pages are apidocs' own: their scripts come from this server, not a CDN.
@@ -159,7 +161,8 @@ def create_app(service: Service) -> FastAPI:
     app.state.auth_failures = FailureLimit()
     app.state.twin_reports = []  # the dashboard's last two twin runs, side by side
     for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
-                   admin.router, admin.tokens_router, dashboard.router, apidocs.router, code.router):
+                   admin.router, admin.tokens_router, dashboard.router, apidocs.router, code.router,
+                   services.router, gateway.router):
         app.include_router(router)
     app.add_exception_handler(dashboard.Login, cast(ExceptionHandler, dashboard.login_redirect))
 

@@ -153,6 +153,10 @@ class LocalBackend:
                           "stderr": str(self.log_path(task.job_id, rank, "stderr"))})
         return ranks
 
+    def service_address(self, node: str) -> str:
+        """Where a service's replica listens (its $PORT): a port free on this host's loopback now."""
+        return f"127.0.0.1:{_free_port()}"
+
     def image_missing(self, image: str) -> str | None:
         """Why `image` cannot run on this machine (every node of this backend), or None: asked at
         submit, so that a missing image is a 422 rather than a failed start."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -223,6 +224,11 @@ class SlurmBackend:
         gpus = max((self._gpus.get(node, len(g)) for node, g in task.nodes), default=0)
         self.bundles.write(job_dir / "bundle", task.image, who or Identity("", os.getuid(), os.getgid()), job_dir,
                            task.checkpoint_dir, gpus, args)
+
+    def service_address(self, node: str) -> str:
+        """Where a service's replica on `node` listens (its $PORT): a port drawn from 20000-29999,
+        as no one here can ask the node which are free."""
+        return f"{node}:{20000 + secrets.randbelow(10000)}"
 
     def image_missing(self, image: str) -> str | None:
         """Why `image` cannot run on this cluster, or None: asked at submit, so that a missing image

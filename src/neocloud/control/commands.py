@@ -22,12 +22,13 @@ from neocloud.control.forecasts import DRY_RUN, Base, Forecasts
 from neocloud.control.jobs import Jobs, job_of
 from neocloud.control.metrics import Metrics
 from neocloud.control.nodes import Nodes
+from neocloud.control.services import Services, replica_spec
 from neocloud.errors import NeocloudError
 from neocloud.model.job import SYSTEM, Job
 from neocloud.model.lifecycle import LifecycleError, Stage, stage
 from neocloud.sched.arrays import parse_array
 from neocloud.sched.scheduler import Scheduler
-from neocloud.store.tables import ContractRow, JobRow, PriceRow, Tenant, Token
+from neocloud.store.tables import ContractRow, JobRow, PriceRow, ServiceRow, Tenant, Token
 
 T = TypeVar("T")
 NODE_ACTIONS = {"cordon": Stage.CORDONED, "drain": Stage.DRAINING, "uncordon": Stage.PRODUCTION}
@@ -55,6 +56,7 @@ class Commands:
     forecasts: Forecasts
     jobs: Jobs
     nodes: Nodes
+    services: Services
     failures: Failures
     billing: Billing
     metrics: Metrics
@@ -98,23 +100,45 @@ class Commands:
             for index in indices:
                 job_id = self.new_id()
                 array_job = None if index is None else (job_id if first is None else first.id)
-                job = job_of(str(job_id), tenant, spec, now, array_job=array_job, array_index=index, depends_on=deps)
-                row = JobRow(id=job_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
-                             priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
-                             reason="", cancel_requested=False, ledger={}, usage_class="", array_job=array_job,
-                             array_index=index, timed_out=False)
-                s.add(row)
-                records.keep(s, row)
-                self.sched.submit(job, now, ended=ended)
-                what = f"{job.gpus:g} GPU(s), {job.priority.value}"
-                records.event(s, row.id, now, "submitted", what if index is None else f"{what}, task {index} of array "
-                                                                                      f"{array_job}")
-                self.metrics.submitted.inc()
+                row = self.jobs.add(s, job_id, tenant, spec, now, array_job=array_job, array_index=index,
+                                    depends_on=deps, ended=ended,
+                                    what="" if index is None else f"task {index} of array {array_job}")
                 first = first or row
             assert first is not None
             return first
 
         return self.call(run, checked=True)
+
+    # -- services -----------------------------------------------------------------------------
+    def create_service(self, tenant: str, spec: dict[str, Any]) -> Future[ServiceRow]:
+        """A service, its replicas queued in the same turn (each a job, checked as a job's spec is)."""
+        def run(s: Session, now: float) -> ServiceRow:
+            self._may_submit(tenant, replica_spec(spec), now)
+            if getattr(self.backend, "service_address", None) is None:
+                raise Refused(f"the {self.backend.name} backend runs no services: use the local or slurm backend")
+            if self.services.get(s, tenant, spec["name"]) is not None:
+                raise Conflict(f"service {spec['name']!r} exists: update it (PUT /v1/services/{spec['name']}), "
+                               "or choose another name")
+            return self.services.add(s, tenant, spec, now)
+
+        return self.call(run)
+
+    def change_service(self, tenant: str, name: str, how: str, value: Any) -> Future[ServiceRow]:
+        """Update (`value`: the new spec), scale (a replica count) or stop a service."""
+        def run(s: Session, now: float) -> ServiceRow:
+            row = self.services.get(s, tenant, name)
+            if row is None or row.state != "RUNNING":
+                raise NotFound(f"no service {name!r}" + ("" if row is None else " running: it was stopped"))
+            if how == "update":
+                self._may_submit(tenant, replica_spec(value), now)
+                self.services.update(row, value, now)
+            elif how == "scale":
+                self.services.scale(row, int(value), now)
+            else:
+                self.services.stop(row, now)
+            return row
+
+        return self.call(run)
 
     def dry_run(self, tenant: str, spec: dict[str, Any]) -> Future[tuple[Base | float, Job, dict[str, str]]]:
         """A submit's checks, then the snapshot to forecast the job in (off the loop:

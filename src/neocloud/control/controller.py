@@ -36,12 +36,15 @@ from neocloud.control.billing import Billing
 from neocloud.control.checks import CHECK_COMMAND, Checks
 from neocloud.control.commands import Commands, Conflict, NotFound, Refused, digest
 from neocloud.control.degraded import Degraded
+from neocloud.control.endpoints import Endpoints
 from neocloud.control.failures import Failures
 from neocloud.control.forecasts import Forecasts
 from neocloud.control.jobs import Jobs
 from neocloud.control.metrics import Metrics
 from neocloud.control.nodes import Nodes
+from neocloud.control.probes import Prober
 from neocloud.control.recovery import DEFAULT_TENANT, recover
+from neocloud.control.services import Services
 from neocloud.control.watch import SYNC_S, Watcher
 from neocloud.errors import NeocloudError
 from neocloud.health.checks import CheckSchedule
@@ -111,6 +114,7 @@ class Controller(Commands):
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self.forecasts = Forecasts()
+        self.prober = Prober(lambda: self.endpoints)
         self._reset()
 
     def _reset(self) -> None:
@@ -124,6 +128,8 @@ class Controller(Commands):
         self.jobs = Jobs(self.fleet, self.sched, self.billing, self.metrics, self.backend, self._after,
                          self.checkpoints, self.code)
         self.failures = Failures(self.jobs, self.schedule)
+        self.endpoints = Endpoints()  # what the gateway and the prober read: rebuilt with the rest
+        self.services = Services(self.jobs, self.endpoints, self.new_id)
         self.checks = Checks(self.schedule, self.nodes, self.jobs, self.backend, self.new_id, self.check_command)
         self.tokens: dict[str, str] = {}
         self.token_expiry: dict[str, float] = {}
@@ -143,6 +149,7 @@ class Controller(Commands):
         if self.standby:
             self._lead()
         self.watcher.start()
+        self.prober.start()
         self._loop()
 
     def stop(self) -> None:
@@ -151,6 +158,7 @@ class Controller(Commands):
             self._thread.join(timeout=10)
         if self.watcher.started:
             self.watcher.stop()
+        self.prober.stop()
         self._carrier.shutdown(wait=True)
         self.forecasts.stop()
         self.backend.close()
@@ -281,6 +289,7 @@ class Controller(Commands):
                 self._ended(s, ended, now)
             while news := self.sched.news(now):  # gates and time limits, as the core decided
                 batch.carry(s, self.jobs, news, now)
+            self.services.reconcile(s, now)
             decisions = self.sched.decisions
             actions = self.sched.schedule(now)
             records.load(s, [int(a.job_id) for a in actions])

@@ -18,6 +18,7 @@ from neocloud.backends.code import CodeStore
 from neocloud.control import records
 from neocloud.control.billing import Billing
 from neocloud.control.metrics import Metrics
+from neocloud.errors import NeocloudError
 from neocloud.health.restarts import launch_retry
 from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
@@ -71,6 +72,30 @@ class Jobs:
         self.code = code  # the tenants' uploaded code, which jobs name by digest
         self.stopping: dict[str, int] = {}  # job id -> attempt still stopping (preempted or interrupted)
         self._retries: list[tuple[float, str]] = []  # (when, job id) of jobs held after a failed start
+        self.replica_moved: Callable[[JobRow, float], None] | None = None  # told of each service replica's moves
+
+    def add(self, s: Session, job_id: int, tenant: str, spec: dict[str, Any], now: float, *,
+            array_job: int | None = None, array_index: int | None = None, depends_on: tuple[Dependency, ...] = (),
+            ended: dict[str, str] | None = None, service_id: int | None = None, generation: int | None = None,
+            what: str = "") -> JobRow:
+        """A new job, queued: its row, and the scheduler's record of it."""
+        job = job_of(str(job_id), tenant, spec, now, array_job=array_job, array_index=array_index,
+                     depends_on=depends_on)
+        row = JobRow(id=job_id, tenant=tenant, name=spec["name"], spec=spec, state="PENDING",
+                     priority=job.priority.value, gpus=job.gpus, submitted_at=now, run_s=0.0, attempts=0,
+                     reason="", cancel_requested=False, ledger={}, usage_class="", array_job=array_job,
+                     array_index=array_index, timed_out=False, service_id=service_id, generation=generation)
+        s.add(row)
+        records.keep(s, row)
+        self.sched.submit(job, now, ended=ended)
+        self.metrics.submitted.inc()
+        records.event(s, row.id, now, "submitted", ", ".join(filter(None, (
+            f"{job.gpus:g} GPU(s), {job.priority.value}", what))))
+        return row
+
+    def _moved(self, row: JobRow, now: float) -> None:
+        if row.service_id is not None and self.replica_moved is not None:
+            self.replica_moved(row, now)
 
     def stop(self, row: JobRow) -> None:
         """Stop the running attempt's processes, once this turn is committed."""
@@ -89,7 +114,11 @@ class Jobs:
         row.ledger = ledger
         row.placement = [{"node": self.fleet.nodes[n].name, "gpus": list(g)} for n, g in zip(action.nodes, action.gpus)]
         where = ", ".join(f"{p['node']}[{','.join(map(str, p['gpus']))}]" for p in row.placement)
+        if row.service_id is not None:  # where the gateway reaches it: the node, and the port it is given
+            row.address = service_address(self.backend, row.placement[0]["node"])
+            where += f", listening at {row.address}"
         records.event(s, row.id, now, "started", f"attempt {row.attempts} on {where}")
+        self._moved(row, now)
         return self.task(s, row)
 
     def task(self, s: Session, row: JobRow) -> Task:
@@ -107,6 +136,9 @@ class Jobs:
         if row.array_job is not None:
             env["NEOCLOUD_ARRAY_JOB_ID"] = str(row.array_job)
             env["NEOCLOUD_ARRAY_INDEX"] = str(row.array_index)
+        if row.address is not None:
+            env["PORT"] = row.address.rsplit(":", 1)[1]
+            env["NEOCLOUD_SERVICE"] = row.name
         job = job_of(str(row.id), row.tenant, spec, row.submitted_at)
         return Task(row.id, row.attempts, command, env,
                     tuple((p["node"], tuple(p["gpus"])) for p in row.placement or []), tenant=row.tenant,
@@ -153,8 +185,9 @@ class Jobs:
 
     def requeue(self, s: Session, row: JobRow, now: float, why: str) -> None:
         self._end_attempt(s, row, now)
-        row.state, row.started_at, row.placement, row.timed_out = "PENDING", None, None, False
+        row.state, row.started_at, row.placement, row.timed_out, row.address = "PENDING", None, None, False, None
         records.event(s, row.id, now, "requeued", why)
+        self._moved(row, now)
 
     def ended(self, s: Session, ended: Exit, now: float) -> JobRow | None:
         """An attempt's processes ended: the row it settled, if it was the job's running attempt."""
@@ -178,6 +211,8 @@ class Jobs:
         self.stopping.pop(str(row.id), None)
         self.metrics.outcomes.labels(state=state).inc()
         records.event(s, row.id, now, state.lower(), why)
+        row.address = None
+        self._moved(row, now)
 
     def _end_attempt(self, s: Session, row: JobRow, now: float) -> None:
         """The running attempt ends: its usage is metered and its run time added to the job's."""
@@ -196,6 +231,14 @@ def outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
         return "COMPLETED", 0, "exit 0"
     codes = ", ".join("lost" if c is None else str(c) for c in ended.codes)
     return "FAILED", ended.code, f"exit status per node: {codes}"
+
+
+def service_address(backend: Backend, node: str) -> str:
+    """host:port where a replica on `node` is to listen: the backend's to say (a port free there)."""
+    address = getattr(backend, "service_address", None)
+    if address is None:
+        raise NeocloudError(f"the {backend.name} backend runs no services")
+    return str(address(node))
 
 
 def _fleet_failures(s: Session) -> tuple[int, float]:

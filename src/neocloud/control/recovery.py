@@ -45,6 +45,7 @@ def recover(c: Controller) -> None:
         c.nodes.load(s, now)
         c.billing.load(s)
         c.sched.set_quotas(c.billing.changed(now) or {})
+        c.services.load(s)  # before the jobs: a replica settled or requeued below tells its service
         keep: set[tuple[int, int]] = set()
         # Running jobs first: they hold their arrays' slots before pending tasks ask for one.
         active = list(s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE)).order_by(JobRow.id)))

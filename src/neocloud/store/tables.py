@@ -65,6 +65,29 @@ class JobRow(Base):
     array_job: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # its array's id (first task)
     array_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     timed_out: Mapped[bool] = mapped_column(Boolean, default=False)  # told to stop at its time limit
+    # A service's replica: its service, the generation of the service's spec it runs, and where it
+    # listens (the node's address and the port given to it in $PORT) while it runs.
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"), nullable=True, index=True)
+    generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class ServiceRow(Base):
+    """A long-running service: its spec (a replica's job spec, and how many replicas), the
+    generation of that spec (one more at each update, which rolls the replicas), and its state."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    replicas: Mapped[int] = mapped_column(Integer, default=1)  # wanted now (the autoscaler's, or the spec's)
+    state: Mapped[str] = mapped_column(String(16), default="RUNNING")  # RUNNING or STOPPED
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class JobEvent(Base):

@@ -1,0 +1,107 @@
+"""The gateway: `/v1/services/{tenant}/{name}/{path}` on the API's own listener, to a ready
+replica of the tenant's service.
+
+Proxying is httpx's AsyncClient, in the server's own event loop: it pools connections to the
+replicas, streams both ways as bytes arrive (a server-sent event reaches the caller as the replica
+sends it), and needs no second process to configure, run and watch, as nginx, HAProxy or Envoy
+would (they are faster per request; docs/services.md gives the overhead measured). Every request
+is authenticated as any API call is, by bearer token: another tenant's token gets the same 404 as
+a service that does not exist. The caller's token never reaches the replica.
+
+A request goes to the ready replica carrying least; one that fails before answering (refused,
+reset) is tried on another, or on the same once it is ready elsewhere, up to RETRIES tries. With no
+replica ready, the request waits for one, up to WAIT_S: while replicas start, move or scale from
+zero."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.responses import StreamingResponse
+
+from neocloud.api.auth import Principal, caller
+from neocloud.api.schemas import NAME
+from neocloud.control.endpoints import Endpoint, Endpoints, Route
+
+router = APIRouter(tags=["gateway"])
+RETRIES = 3  # replicas tried for one request that fails before an answer
+WAIT_S = 300.0  # longest a request waits for a replica to be ready
+POLL_S = 0.05
+# Hop-by-hop headers (RFC 9110 7.6.1), and what the gateway itself sets or keeps from the replica.
+DROP_UP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+           "transfer-encoding", "upgrade", "host", "authorization", "cookie", "content-length"}
+DROP_DOWN = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+             "transfer-encoding", "upgrade", "set-cookie"}
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=30.0),
+                                      limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+                                      follow_redirects=False, trust_env=False)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@router.api_route("/v1/services/{tenant}/{name}/{path:path}", methods=METHODS, include_in_schema=True)
+async def gateway(tenant: Annotated[str, Path(max_length=63, pattern=NAME)],
+                  name: Annotated[str, Path(max_length=63, pattern=NAME)], path: str, request: Request,
+                  who: Annotated[Principal, Depends(caller)]) -> StreamingResponse:
+    """A request to the service's replicas: the answer is the replica's, streamed as it comes."""
+    endpoints: Endpoints = request.app.state.service.controller.endpoints
+    route = endpoints.route(tenant, name)
+    if route is None or (not who.admin and who.tenant != tenant):
+        raise HTTPException(404, f"no service {name!r} of tenant {tenant!r}")
+    body = await request.body()
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in DROP_UP]
+    headers.append(("x-forwarded-for", request.client.host if request.client else ""))
+    url = f"/{path}" + (f"?{request.url.query}" if request.url.query else "")
+    http: httpx.AsyncClient = request.app.state.gateway.http
+    tried: set[tuple[int, str]] = set()  # (replica, address): a replica moved to another node is tried anew
+    while True:
+        ep = endpoints.pick(route, tried) or await _wait_for_replica(endpoints, route, tried)
+        try:
+            upstream = await http.send(http.build_request(request.method, f"http://{ep.address}{url}",
+                                                          headers=headers, content=body), stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            endpoints.done(ep)
+            tried.add((ep.job_id, str(ep.address)))
+            if len(tried) >= RETRIES:
+                raise HTTPException(502, f"service {name!r}: {len(tried)} tries failed before an answer "
+                                         f"({type(e).__name__})") from None
+            continue
+        down = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_DOWN}
+        down["x-neocloud-replica"] = str(ep.job_id)
+        return StreamingResponse(_relay(upstream, ep, endpoints), status_code=upstream.status_code, headers=down)
+
+
+async def _wait_for_replica(endpoints: Endpoints, route: Route, tried: set[tuple[int, str]]) -> Endpoint:
+    """A replica once one is ready (counted meanwhile as load, which the autoscaler sees)."""
+    endpoints.wait(route, 1)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while (ep := endpoints.pick(route, tried)) is None:
+            if time.monotonic() > deadline or endpoints.route(route.tenant, route.name) is not route:
+                raise HTTPException(503, f"service {route.name!r} has no replica ready", headers={"retry-after": "5"})
+            await asyncio.sleep(POLL_S)
+        return ep
+    finally:
+        endpoints.wait(route, -1)
+
+
+async def _relay(upstream: httpx.Response, ep: Endpoint, endpoints: Endpoints) -> AsyncIterator[bytes]:
+    """The replica's answer as it comes; the replica's request is done once it is all sent (or the
+    caller went away)."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    finally:
+        await upstream.aclose()
+        endpoints.done(ep)

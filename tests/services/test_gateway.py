@@ -1,0 +1,223 @@
+"""Services over a real server and real replica processes: created as a job is, reached through
+the gateway (balanced, streamed, authenticated per tenant), scaled, rolled and stopped."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from neocloud.cli.workdir import pack
+from neocloud.client import Client
+from tests.api.conftest import ADMIN, Server, serving, wait_for
+
+REPLICA = Path(__file__).with_name("replica.py")
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(Server(tmp_path_factory.mktemp("services") / "data", None)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def team(srv: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Client, str, str]:
+    """A tenant with the replica's code uploaded: its client, its token and the code's digest."""
+    admin = srv.client()
+    admin.create_tenant("svc-team")
+    token = admin.create_token("svc-team", "test")
+    code = tmp_path_factory.mktemp("replica")
+    shutil.copy(REPLICA, code / "replica.py")
+    client = srv.client(token)
+    return client, token, client.upload_code(pack(code))
+
+
+def _service(name: str, code: str, **more: Any) -> dict[str, Any]:
+    return {"kind": "service", "name": name, "gpus": 0.1, "command": "exec python3 replica.py", "code": code,
+            "readiness": {"path": "/health"}, **more}
+
+
+def _ready(c: Client, name: str, n: int, timeout: float = 60) -> dict[str, Any]:
+    return wait_for(lambda: (s := c._call("GET", f"/v1/services/{name}"))["ready"] == n
+                    and len(s["replica_list"]) == n and s, timeout=timeout)
+
+
+def _call(srv: Server, token: str, path: str, **kw: Any) -> httpx.Response:
+    return httpx.request(kw.pop("method", "GET"), f"{srv.url}/v1/services/svc-team/{path}",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=kw.pop("timeout", 30), **kw)
+
+
+def test_a_service_answers_through_the_gateway_from_each_of_its_replicas(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    made = c.submit(_service("echo", code, replicas=2))  # POST /v1/jobs, as a job is submitted
+    assert made["name"] == "echo" and made["endpoint"] == "/v1/services/svc-team/echo/"
+    replicas = {r["job"] for r in _ready(c, "echo", 2)["replica_list"]}
+    answers = [_call(srv, token, "echo/some/path?x=1") for _ in range(20)]
+    assert all(a.status_code == 200 for a in answers)
+    seen = Counter(a.json()["replica"] for a in answers)
+    assert set(seen) == replicas and min(seen.values()) >= 5  # both carry the load
+    first = answers[0].json()
+    assert first["path"] == "/some/path?x=1" and first["auth"] is None  # the caller's token stays at the gateway
+    echoed = _call(srv, token, "echo/chat", method="POST", content=b'{"q": "hi"}')
+    assert echoed.json()["echo"] == '{"q": "hi"}' and echoed.headers["x-neocloud-replica"].isdigit()
+
+
+def test_a_streamed_answer_comes_event_by_event(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    c.submit(_service("streamer", code))
+    _ready(c, "streamer", 1)
+    arrived = []
+    with httpx.stream("GET", f"{srv.url}/v1/services/svc-team/streamer/stream",
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30) as r:
+        assert r.headers["content-type"] == "text/event-stream"
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                arrived.append(time.monotonic())
+    assert len(arrived) == 5
+    assert arrived[-1] - arrived[0] >= 0.6  # the replica sends one each 0.2 s: none was held back for the rest
+
+
+def test_another_tenants_token_finds_no_service(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    c.submit(_service("private", code))
+    _ready(c, "private", 1)
+    admin = srv.client()
+    admin.create_tenant("svc-other")
+    other = admin.create_token("svc-other", "test")
+    theirs = _call(srv, other, "private/")
+    missing = _call(srv, token, "no-such-service/")
+    assert theirs.status_code == missing.status_code == 404
+    assert httpx.get(f"{srv.url}/v1/services/svc-team/private/").status_code == 401
+    assert httpx.get(f"{srv.url}/v1/services/private", headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    assert _call(srv, ADMIN, "private/").status_code == 200  # the operator reaches every service
+
+
+def test_scaling_up_and_down_and_stopping(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    c.submit(_service("elastic", code, replicas=1))
+    _ready(c, "elastic", 1)
+    c._call("POST", "/v1/services/elastic/scale", json={"replicas": 3})
+    _ready(c, "elastic", 3)
+    c._call("POST", "/v1/services/elastic/scale", json={"replicas": 1})
+    left = _ready(c, "elastic", 1)["replica_list"]
+    assert _call(srv, token, "elastic/").json()["replica"] == left[0]["job"]
+    stopped = c._call("DELETE", "/v1/services/elastic")
+    assert stopped["state"] == "STOPPED"
+    job = left[0]["job"]
+    assert c.wait(job, timeout=60)["state"] == "CANCELLED"
+    assert _call(srv, token, "elastic/").status_code == 404
+    assert c._call("GET", "/v1/services/elastic")["state"] == "STOPPED"
+
+
+def test_a_roll_under_steady_traffic_fails_no_request(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    spec = _service("rolling", code, replicas=2, env={"VERSION": "1"})
+    c.submit(spec)
+    old = {r["job"] for r in _ready(c, "rolling", 2)["replica_list"]}
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as h:
+            while not stop.is_set():
+                r = h.get(f"{srv.url}/v1/services/svc-team/rolling/slow?s=0.05")
+                results.append((r.status_code, r.json().get("version", "") if r.status_code == 200 else r.text))
+
+    senders = [threading.Thread(target=traffic) for _ in range(4)]
+    for t in senders:
+        t.start()
+    try:
+        wait_for(lambda: len(results) > 20)
+        rolled = c._call("PUT", "/v1/services/rolling", json={**spec, "env": {"VERSION": "2"}})
+        assert rolled["generation"] == 2
+        wait_for(lambda: (s := c._call("GET", "/v1/services/rolling"))["ready"] == 2
+                 and {r["generation"] for r in s["replica_list"]} == {2}, timeout=90)
+        mark = len(results)
+        wait_for(lambda: len(results) > mark + 20)
+    finally:
+        stop.set()
+        for t in senders:
+            t.join()
+    assert [r for r in results if r[0] != 200] == []
+    assert results[0][1] == "1" and results[-1][1] == "2"
+    for job in old:
+        assert c.wait(job, timeout=60)["state"] == "CANCELLED"
+
+
+def test_a_replica_whose_node_goes_to_triage_moves_and_the_endpoint_keeps_answering(tmp_path: Path) -> None:
+    with serving(Server(tmp_path / "data", None)) as own:  # its own: a node it sends to triage stays there
+        c = own.client()
+        code = tmp_path / "code"
+        code.mkdir()
+        shutil.copy(REPLICA, code / "replica.py")
+        c.submit(_service("mover", c.upload_code(pack(code)), gpus=8))  # a whole node: it can move only to the other
+        before = _ready(c, "mover", 1)["replica_list"][0]
+        results: list[int] = []
+        stop = threading.Event()
+
+        def traffic() -> None:
+            with httpx.Client(headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60) as h:
+                while not stop.is_set():
+                    results.append(h.get(f"{own.url}/v1/services/default/mover/slow?s=0.05").status_code)
+
+        sender = threading.Thread(target=traffic)
+        sender.start()
+        try:
+            wait_for(lambda: len(results) > 5)
+            c.signal(before["node"], {"kind": "xid", "code": 79, "message": "GPU has fallen off the bus"})
+            after = wait_for(lambda: (s := c._call("GET", "/v1/services/mover"))["ready"] == 1
+                             and s["replica_list"][0]["node"] not in (None, before["node"]) and s, timeout=60)
+            mark = len(results)
+            wait_for(lambda: len(results) > mark + 5)
+        finally:
+            stop.set()
+            sender.join()
+    assert after["replica_list"][0]["job"] == before["job"]  # the same replica, requeued elsewhere
+    assert set(results) == {200}
+
+
+def _load(srv: Server, token: str, path: str, senders: int, stop: threading.Event, codes: list[int]) -> list:
+    def send() -> None:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as h:
+            while not stop.is_set():
+                codes.append(h.get(f"{srv.url}/v1/services/svc-team/{path}").status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_autoscaling_goes_up_under_load_and_down_after_it(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    c.submit(_service("scaled", code, autoscale={"min": 1, "max": 3, "target": 1, "cooldown": "3s"}))
+    _ready(c, "scaled", 1)
+    stop, codes = threading.Event(), []
+    threads = _load(srv, token, "scaled/slow?s=0.3", 4, stop, codes)  # 4 in flight, 1 each wanted: as many as allowed
+    try:
+        busy = _ready(c, "scaled", 3, timeout=90)
+        assert busy["replicas"] == 3
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    calm = _ready(c, "scaled", 1, timeout=90)  # once the cooldown has seen no load
+    assert calm["replicas"] == 1 and set(codes) == {200}
+
+
+def test_a_service_scaled_to_zero_starts_a_replica_for_its_first_request(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    made = c.submit(_service("sleepy", code, autoscale={"min": 0, "max": 1, "target": 1, "cooldown": "2s"}))
+    assert made["replicas"] == 0 and made["replica_list"] == []
+    first = _call(srv, token, "sleepy/", timeout=120)  # held until a replica is ready, then answered
+    assert first.status_code == 200
+    wait_for(lambda: c._call("GET", "/v1/services/sleepy")["replica_list"] == [], timeout=60)  # idle: none again
+    job = first.json()["replica"]
+    assert c.wait(job, timeout=60)["state"] == "CANCELLED"
