@@ -128,6 +128,24 @@ class Client:
     def job(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}")
 
+    # -- services -------------------------------------------------------------------------------
+    def services(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/services", params={"tenant": tenant} if tenant else None)
+
+    def service(self, name: str, tenant: str | None = None) -> dict[str, Any]:
+        return self._call("GET", f"/v1/services/{name}", params={"tenant": tenant} if tenant else None)
+
+    def update_service(self, spec: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+        return self._call("PUT", f"/v1/services/{spec.get('name', '')}", json=spec,
+                          params={"tenant": tenant} if tenant else None)
+
+    def scale_service(self, name: str, replicas: int, tenant: str | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/v1/services/{name}/scale", json={"replicas": replicas},
+                          params={"tenant": tenant} if tenant else None)
+
+    def stop_service(self, name: str, tenant: str | None = None) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/services/{name}", params={"tenant": tenant} if tenant else None)
+
     def events(self, job_id: int) -> list[dict[str, Any]]:
         return self._call("GET", f"/v1/jobs/{job_id}/events")
 

@@ -112,7 +112,8 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str) -> None:
 
 
 @pytest.mark.parametrize("module", ["jobs", "billing", "check", "capacity", "service", "fleet_view", "main", "login",
-                                    "profiles", "options", "nodes", "tenants", "sbatch", "submission", "workdir"])
+                                    "profiles", "options", "nodes", "tenants", "sbatch", "submission", "workdir",
+                                    "services"])
 def test_each_command_module_imports_alone(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import neocloud.cli.{module}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

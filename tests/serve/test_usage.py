@@ -42,3 +42,21 @@ def test_a_streamed_completion_asks_for_its_usage() -> None:
     assert ask_usage("/v1/chat/completions", kept) == kept  # the caller said no
     assert ask_usage("/v1/embeddings", b'{"stream": true}') == b'{"stream": true}'
     assert ask_usage("/v1/completions", b'{"stream": false}') == b'{"stream": false}'
+
+
+def test_tokens_are_priced_per_million_by_model_or_any_and_by_the_hour() -> None:
+    from decimal import Decimal
+
+    from neocloud.model.billing import Tokens as Used
+    from neocloud.model.billing import invoice
+
+    prices = {("*", "prompt-tokens"): [(0.0, Decimal("0.10"))], ("*", "completion-tokens"): [(0.0, Decimal("0.40"))],
+              ("smol", "completion-tokens"): [(0.0, Decimal("1.00")), (9000.0, Decimal("2.00"))]}  # set during hour 2
+    used = [Used("t", "smol", 0.0, 1_000_000, 250_000), Used("t", "smol", 7200.0, 0, 500_000),
+            Used("t", "other", 3600.0, 2_000_000, 0), Used("someone-else", "smol", 0.0, 9, 9)]
+    bill = invoice("t", 0.0, 10_800.0, [], [], prices, tokens=used)
+    lines = {line["kind"]: (line["tokens"], line["price"], line["amount"]) for line in bill["lines"]}
+    assert lines == {"prompt tokens of other": (2_000_000, Decimal("0.1000"), Decimal("0.20")),
+                     "completion tokens of smol": (750_000, Decimal("1.6667"), Decimal("1.25")),
+                     "prompt tokens of smol": (1_000_000, Decimal("0.1000"), Decimal("0.10"))}
+    assert bill["total"] == Decimal("1.55")

@@ -48,7 +48,32 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.path == "/v1/chat/completions":
+            return self._chat(json.loads(body))
         self._send(200, json.dumps({**WHO, "echo": body.decode()}).encode())
+
+    def _chat(self, request: dict) -> None:
+        """OpenAI's shape, one word a token: the prompt's words in, as many words out as asked."""
+        prompt = sum(len(m["content"].split()) for m in request["messages"])
+        words = ["word"] * int(request.get("max_tokens", 3))
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+        if not request.get("stream"):
+            answer = {"object": "chat.completion", "choices": [{"message": {"role": "assistant",
+                                                                            "content": " ".join(words)}}],
+                      "usage": usage}
+            return self._send(200, json.dumps(answer).encode())
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        events = [{"choices": [{"delta": {"content": w}}]} for w in words]
+        if (request.get("stream_options") or {}).get("include_usage"):
+            events.append({"choices": [], "usage": usage})
+        for e in [*(f"data: {json.dumps(e)}" for e in events), "data: [DONE]"]:
+            chunk = f"{e}\n\n".encode()
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
 
 
 if __name__ == "__main__":

@@ -221,3 +221,35 @@ def test_a_service_scaled_to_zero_starts_a_replica_for_its_first_request(srv: Se
     wait_for(lambda: c._call("GET", "/v1/services/sleepy")["replica_list"] == [], timeout=60)  # idle: none again
     job = first.json()["replica"]
     assert c.wait(job, timeout=60)["state"] == "CANCELLED"
+
+
+def test_tokens_of_answers_plain_and_streamed_are_metered_and_invoiced(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    admin = srv.client()
+    admin._call("PUT", "/v1/prices/tokens", json={"model": "tiny-llm", "kind": "prompt",
+                                                   "price_per_million_tokens": "100.00"})
+    admin._call("PUT", "/v1/prices/tokens", json={"kind": "completion", "price_per_million_tokens": "1000.00"})
+    admin._call("PUT", "/v1/prices", json={"gpu_type": "H100", "usage_class": "service", "price_per_gpu_hour": "2.00"})
+    c.submit(_service("llm", code, model="tiny-llm"))
+    _ready(c, "llm", 1)
+    ask = {"model": "tiny-llm", "messages": [{"role": "user", "content": "one two three four"}], "max_tokens": 6}
+    plain = _call(srv, token, "llm/v1/chat/completions", method="POST", json=ask)
+    assert plain.json()["usage"]["completion_tokens"] == 6
+    with httpx.stream("POST", f"{srv.url}/v1/services/svc-team/llm/v1/chat/completions", json={**ask, "stream": True},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]" and '"usage"' in events[-2]  # the gateway asked for it
+    lines = {}
+
+    def billed() -> bool:
+        bill = c._call("GET", "/v1/invoices/svc-team", params={"start": time.time() - 7200, "end": time.time() + 60})
+        lines.update({line["kind"]: line for line in bill["lines"]})
+        return "completion tokens of tiny-llm" in lines and lines["completion tokens of tiny-llm"]["tokens"] == 12
+
+    wait_for(billed)
+    assert lines["prompt tokens of tiny-llm"]["tokens"] == 8 and lines["prompt tokens of tiny-llm"]["amount"] == "0.00"
+    assert lines["completion tokens of tiny-llm"]["amount"] == "0.01"  # 12 tokens at $1,000 a million, to the cent
+    assert lines["service usage"]["price"] == "2.0000"  # the replicas' GPU-hours, at the serving price
+    metrics = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    assert 'neocloud_service_tokens_total{kind="completion",service="llm",tenant="svc-team"} 12.0' in metrics
+    assert 'neocloud_service_requests_total{code="2xx",service="llm",tenant="svc-team"} 2.0' in metrics

@@ -18,11 +18,20 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from neocloud.api.auth import Principal, admin, caller
-from neocloud.api.schemas import MAX_ID, NAME, ContractAmend, ContractEnd, ContractIn, ContractOut, PriceIn
+from neocloud.api.schemas import (
+    MAX_ID,
+    NAME,
+    ContractAmend,
+    ContractEnd,
+    ContractIn,
+    ContractOut,
+    PriceIn,
+    TokenPriceIn,
+)
 from neocloud.control.billing import Billing, contract_of
 from neocloud.errors import NeocloudError
-from neocloud.model.billing import CONCENTRATION_LIMIT, Contract, Credit, Usage, backlog, invoice, month
-from neocloud.store.tables import ContractRow, CreditRow, JobRow, PriceRow, UsageRow
+from neocloud.model.billing import CONCENTRATION_LIMIT, Contract, Credit, Tokens, Usage, backlog, invoice, month
+from neocloud.store.tables import ContractRow, CreditRow, JobRow, PriceRow, ServiceUsageRow, UsageRow
 
 router = APIRouter(prefix="/v1", tags=["billing"])
 Caller = Annotated[Principal, Depends(caller)]
@@ -116,6 +125,15 @@ async def set_price(body: PriceIn, request: Request, _: Admin) -> dict[str, Any]
             "since": row.since}
 
 
+@router.put("/prices/tokens", status_code=201, responses={403: {"description": "Admin only"}})
+async def set_token_price(body: TokenPriceIn, request: Request, _: Admin) -> dict[str, Any]:
+    """The price per million prompt or completion tokens of a model ('*': any model with none of its
+    own), from now on, for what services' gateways answer."""
+    row = await wrap_future(request.app.state.service.controller.set_price(body.model, f"{body.kind}-tokens",
+                                                                           body.price_per_million_tokens))
+    return {"model": row.gpu_type, "kind": body.kind, "price_per_million_tokens": str(row.price), "since": row.since}
+
+
 @router.get("/prices")
 def prices(request: Request, _: Caller, limit: Limit = 1000,
            offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0) -> list[dict[str, Any]]:
@@ -181,6 +199,7 @@ class Books:
     usage: dict[str, list[Usage]] = field(default_factory=lambda: defaultdict(list))
     credits: dict[str, list[Credit]] = field(default_factory=lambda: defaultdict(list))
     book: dict[str, list[Contract]] = field(default_factory=lambda: defaultdict(list))
+    tokens: dict[str, list[Tokens]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def read(cls, request: Request, tenant: str | None, t0: float, t1: float) -> Books:
@@ -193,6 +212,9 @@ class Books:
                 books.usage[u.tenant].append(u)
             for _, c in _credit_rows(s, tenant, t0, t1):
                 books.credits[c.tenant].append(c)
+            served = select(ServiceUsageRow).where(ServiceUsageRow.hour >= t0, ServiceUsageRow.hour < t1)
+            for u in s.scalars(served if tenant is None else served.where(ServiceUsageRow.tenant == tenant)):
+                books.tokens[u.tenant].append(Tokens(u.tenant, u.model, u.hour, u.prompt_tokens, u.completion_tokens))
         for row in books.contracts:
             books.book[row.tenant].append(contract_of(row))
         return books
@@ -204,7 +226,7 @@ class Books:
     def invoice(self, tenant: str, t0: float, t1: float) -> dict[str, Any]:
         """The tenant's invoice for [t0, t1), from its own contracts, usage and credits only."""
         return invoice(tenant, t0, t1, self.book.get(tenant, []), self.usage.get(tenant, []), self.prices,
-                       self.credits.get(tenant, []))
+                       self.credits.get(tenant, []), self.tokens.get(tenant, []))
 
     def invoices(self, tenants: list[str], t0: float, t1: float) -> list[dict[str, Any]]:
         """Each tenant's invoice, or in its place what stops it (usage with no price set, say)."""

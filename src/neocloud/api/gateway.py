@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 import httpx
@@ -27,6 +27,8 @@ from fastapi.responses import StreamingResponse
 from neocloud.api.auth import Principal, caller
 from neocloud.api.schemas import NAME
 from neocloud.control.endpoints import Endpoint, Endpoints, Route
+from neocloud.control.metering import Metering
+from neocloud.serve.usage import Meter, ask_usage
 
 router = APIRouter(tags=["gateway"])
 RETRIES = 3  # replicas tried for one request that fails before an answer
@@ -59,14 +61,20 @@ async def gateway(tenant: Annotated[str, Path(max_length=63, pattern=NAME)],
     route = endpoints.route(tenant, name)
     if route is None or (not who.admin and who.tenant != tenant):
         raise HTTPException(404, f"no service {name!r} of tenant {tenant!r}")
-    body = await request.body()
+    started = time.monotonic()
+    body = ask_usage(path, await request.body()) if request.method == "POST" else await request.body()
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in DROP_UP]
     headers.append(("x-forwarded-for", request.client.host if request.client else ""))
     url = f"/{path}" + (f"?{request.url.query}" if request.url.query else "")
     http: httpx.AsyncClient = request.app.state.gateway.http
     tried: set[tuple[int, str]] = set()  # (replica, address): a replica moved to another node is tried anew
+    metering: Metering = request.app.state.service.controller.metering
     while True:
-        ep = endpoints.pick(route, tried) or await _wait_for_replica(endpoints, route, tried)
+        try:
+            ep = endpoints.pick(route, tried) or await _wait_for_replica(endpoints, route, tried)
+        except HTTPException as e:
+            metering.record(tenant, name, route.model, e.status_code, time.monotonic() - started, None, time.time())
+            raise
         try:
             upstream = await http.send(http.build_request(request.method, f"http://{ep.address}{url}",
                                                           headers=headers, content=body), stream=True)
@@ -74,12 +82,19 @@ async def gateway(tenant: Annotated[str, Path(max_length=63, pattern=NAME)],
             endpoints.done(ep)
             tried.add((ep.job_id, str(ep.address)))
             if len(tried) >= RETRIES:
+                metering.record(tenant, name, route.model, 502, time.monotonic() - started, None, time.time())
                 raise HTTPException(502, f"service {name!r}: {len(tried)} tries failed before an answer "
                                          f"({type(e).__name__})") from None
             continue
         down = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_DOWN}
         down["x-neocloud-replica"] = str(ep.job_id)
-        return StreamingResponse(_relay(upstream, ep, endpoints), status_code=upstream.status_code, headers=down)
+        meter = Meter(upstream.headers.get("content-type", ""))
+
+        def done(status: int, meter: Meter = meter) -> None:
+            metering.record(tenant, name, route.model, status, time.monotonic() - started, meter.tokens, time.time())
+
+        return StreamingResponse(_relay(upstream, ep, endpoints, meter, done), status_code=upstream.status_code,
+                                 headers=down)
 
 
 async def _wait_for_replica(endpoints: Endpoints, route: Route, tried: set[tuple[int, str]]) -> Endpoint:
@@ -96,12 +111,17 @@ async def _wait_for_replica(endpoints: Endpoints, route: Route, tried: set[tuple
         endpoints.wait(route, -1)
 
 
-async def _relay(upstream: httpx.Response, ep: Endpoint, endpoints: Endpoints) -> AsyncIterator[bytes]:
-    """The replica's answer as it comes; the replica's request is done once it is all sent (or the
-    caller went away)."""
+async def _relay(upstream: httpx.Response, ep: Endpoint, endpoints: Endpoints, meter: Meter,
+                 done: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """The replica's answer as it comes, metered as it passes; the request is done once all of it
+    is sent (an answer cut short, by the replica or the caller going away, counts as a 5xx)."""
+    status = 599
     try:
         async for chunk in upstream.aiter_raw():
+            meter.feed(chunk)
             yield chunk
+        status = upstream.status_code
     finally:
         await upstream.aclose()
         endpoints.done(ep)
+        done(status)

@@ -597,6 +597,14 @@ class ContractOut(BaseModel):
 
 class PriceIn(Input):
     gpu_type: GpuType
-    usage_class: Literal["on-demand", "spot"]
+    usage_class: Literal["on-demand", "spot", "service"] = Field(
+        description="service: a service's replicas (billed on demand where no service price is set).")
     price_per_gpu_hour: Money
+
+
+class TokenPriceIn(Input):
+    model: str = Field(default="*", min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$",
+                       description="A service's model (its spec's `model`, else its name), or '*' for any.")
+    kind: Literal["prompt", "completion"]
+    price_per_million_tokens: Money
 

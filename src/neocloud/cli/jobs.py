@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from neocloud.cli.main import app, console, err
-from neocloud.cli.options import Json, ProfileName, Server, Token, print_json
+from neocloud.cli.options import Json, ProfileName, Server, Token, describe_service, print_json
 from neocloud.cli.options import client as _client
 from neocloud.cli.options import when as _when
 from neocloud.cli.submission import read_submission, with_code
@@ -62,9 +62,15 @@ def submit(spec: Annotated[Path, typer.Argument(help="Job spec (YAML or JSON), o
         body["tenant"] = tenant
     c = _client(server, token, profile)
     body = with_code(body, code_dir, lambda archive: c.upload_code(archive, body.get("tenant")))
+    if body.get("kind") == "service" and (wait or follow):
+        raise NeocloudError("a service runs until stopped: drop --wait/--follow (`neocloud services show NAME` "
+                            "follows its replicas)")
     job = c.submit(body, dry_run=dry_run)
     if as_json and not wait:
         print_json(job)
+        return
+    if body.get("kind") == "service":
+        console.print(describe_service(job), highlight=False, markup=False)
         return
     if dry_run:
         _print_dry_run(job)

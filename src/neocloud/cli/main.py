@@ -355,6 +355,7 @@ def _print_failures(f: dict) -> None:
 
 app.add_typer(options.node_app, name="node")
 app.add_typer(options.tenant_app, name="tenants")
+app.add_typer(options.services_app, name="services")
 
 # These modules add their commands to `app`.
-from neocloud.cli import billing as _billing, capacity as _capacity, check as _check, jobs as _jobs, login as _login, nodes as _nodes, service as _service, tenants as _tenants  # noqa: E402, F401, I001
+from neocloud.cli import billing as _billing, capacity as _capacity, check as _check, jobs as _jobs, login as _login, nodes as _nodes, service as _service, services as _services, tenants as _tenants  # noqa: E402, F401, I001

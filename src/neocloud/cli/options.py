@@ -17,6 +17,8 @@ from neocloud.errors import NeocloudError
 node_app = typer.Typer(help="Operate on nodes: cordon, drain, move through their lifecycle, signal, check.",
                        no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants and their tokens (admin).", no_args_is_help=True)
+services_app = typer.Typer(help="Services: long-running replicas behind the gateway (`neocloud submit` creates "
+                                "one from a spec with kind: service).", invoke_without_command=True)
 
 Server = Annotated[Optional[str], typer.Option("--server", help="API URL, or several, comma-separated, of "
                                                                  "servers sharing one database: the one that "
@@ -80,3 +82,9 @@ def print_json(data: Any) -> None:
 
 def when(t: float | None) -> str:
     return "" if t is None else dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe_service(s: dict[str, Any]) -> str:
+    """A service in one line, as the API answers it."""
+    return (f"service {s['name']} ({s['tenant']}) {s['state']}: {s['ready']} of {s['replicas']} replica(s) ready, "
+            f"generation {s['generation']}; endpoint {s['endpoint']}")

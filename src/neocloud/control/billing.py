@@ -78,11 +78,14 @@ class Billing:
         return row
 
     # -- metering -----------------------------------------------------------------------------
-    def usage_class(self, job_priority: str, pool: str | None, tenant: str) -> str:
-        """How an attempt is billed: within its tenant's guarantee, as spot, or on demand."""
+    def usage_class(self, job_priority: str, pool: str | None, tenant: str, serving: bool = False) -> str:
+        """How an attempt is billed: within its tenant's guarantee, as spot, as a service's replica
+        (`serving`), or on demand."""
         if pool == tenant:
             return "reserved"
-        return "spot" if job_priority == PriorityClass.SPOT.value else "on-demand"
+        if job_priority == PriorityClass.SPOT.value:
+            return "spot"
+        return "service" if serving else "on-demand"
 
     def record(self, s: Session, row: JobRow, now: float) -> None:
         """The attempt that is ending, as a usage record (once: (job, attempt) is unique)."""

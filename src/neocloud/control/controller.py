@@ -40,6 +40,7 @@ from neocloud.control.endpoints import Endpoints
 from neocloud.control.failures import Failures
 from neocloud.control.forecasts import Forecasts
 from neocloud.control.jobs import Jobs
+from neocloud.control.metering import FLUSH_S, Metering
 from neocloud.control.metrics import Metrics
 from neocloud.control.nodes import Nodes
 from neocloud.control.probes import Prober
@@ -115,6 +116,8 @@ class Controller(Commands):
         self._halt = threading.Event()
         self.forecasts = Forecasts()
         self.prober = Prober(lambda: self.endpoints)
+        self.metering = Metering(self.metrics.registry)  # the gateway's counts, kept across a rebuild
+        self._metered_at = float("-inf")
         self._reset()
 
     def _reset(self) -> None:
@@ -279,6 +282,9 @@ class Controller(Commands):
             self.jobs.retry_due(now)
             if (answer := self.watcher.take_drained()) is not None:
                 self.failures.carry(s, self.nodes.follow_engine(s, *answer, now), now, tell_engine=False)
+            if now - self._metered_at >= FLUSH_S:
+                self._metered_at = now
+                self.metering.flush(s)
             if now - self._synced_at >= SYNC_S:
                 self._synced_at = now
                 self.set_quotas(now)

@@ -35,6 +35,7 @@ class Route:
     name: str
     readiness: str  # the probe's path
     wake_on_request: bool  # it may scale to zero: a request asks for a replica and waits for it
+    model: str  # what its answers' tokens are priced as: the spec's model, else the service's name
     replicas: dict[int, Endpoint] = field(default_factory=dict)
     woken: bool = False  # a request found no replica ready and asked for one
     waiting: int = 0  # requests waiting for a replica to be ready
@@ -49,13 +50,14 @@ class Endpoints:
         self._changed: set[int] = set()  # services whose replicas' readiness changed, or that were woken
 
     # -- the loop's ---------------------------------------------------------------------------
-    def set_service(self, service_id: int, tenant: str, name: str, readiness: str, wake_on_request: bool) -> None:
+    def set_service(self, service_id: int, tenant: str, name: str, readiness: str, wake_on_request: bool,
+                    model: str) -> None:
         with self._lock:
             route = self._by_id.get(service_id)
             if route is None:
-                route = Route(service_id, tenant, name, readiness, wake_on_request)
+                route = Route(service_id, tenant, name, readiness, wake_on_request, model)
                 self._by_id[service_id] = self._routes[(tenant, name)] = route
-            route.readiness, route.wake_on_request = readiness, wake_on_request
+            route.readiness, route.wake_on_request, route.model = readiness, wake_on_request, model
 
     def drop_service(self, service_id: int) -> None:
         with self._lock:

@@ -106,7 +106,8 @@ class Jobs:
         row = records.row(s, int(action.job_id))
         assert row is not None, action
         row.state, row.started_at, row.attempts = "RUNNING", now, row.attempts + 1
-        row.usage_class = self.billing.usage_class(row.priority, self.sched.running[action.job_id].pool, row.tenant)
+        row.usage_class = self.billing.usage_class(row.priority, self.sched.running[action.job_id].pool, row.tenant,
+                                                   serving=row.service_id is not None)
         ledger = dict(row.ledger or {})
         ledger.setdefault("first_start", now)
         if "failed_at" in ledger:  # running again after a failure: the wait counts against goodput

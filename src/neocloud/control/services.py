@@ -78,7 +78,7 @@ class Services:
     def update(self, row: ServiceRow, spec: dict[str, Any], now: float) -> None:
         """A new spec: a new generation, to which the replicas roll."""
         row.spec, row.generation, row.updated_at = spec, row.generation + 1, now
-        if "autoscale" not in spec:
+        if not spec.get("autoscale"):  # the spec's number again (an autoscaler keeps its own)
             row.replicas = wanted_of(spec)
         svc = self._services[row.id]
         svc.generation, svc.wanted, svc.failures, svc.not_before = row.generation, row.replicas, 0, 0.0
@@ -127,7 +127,8 @@ class Services:
     def _publish(self, row: ServiceRow) -> None:
         readiness = (row.spec.get("readiness") or {}).get("path", "/")
         scale = row.spec.get("autoscale")
-        self.endpoints.set_service(row.id, row.tenant, row.name, readiness, bool(scale and scale["min"] == 0))
+        self.endpoints.set_service(row.id, row.tenant, row.name, readiness, bool(scale and scale["min"] == 0),
+                                   row.spec.get("model") or row.name)
 
     def _add_replica(self, job: JobRow) -> None:
         assert job.service_id is not None and job.generation is not None

@@ -20,8 +20,11 @@ from neocloud.errors import NeocloudError
 
 CENT = Decimal("0.01")
 HOUR = Decimal(3600)
+HOUR_S = 3600.0
 CONCENTRATION_LIMIT = 0.30  # the share of backlog one customer may hold before a warning
-CLASSES = ("reserved", "on-demand", "spot")
+CLASSES = ("reserved", "on-demand", "spot", "service")
+MILLION = Decimal(1_000_000)
+ANY_MODEL = "*"  # a token price for every model with none of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,18 @@ def month(period: str) -> tuple[float, float]:
 
 
 @dataclass(frozen=True, slots=True)
+class Tokens:
+    """A service's tokens in one hour (the gateway's count), priced per million as at the hour's end:
+    a price set during an hour is that hour's."""
+
+    tenant: str
+    model: str
+    hour: float
+    prompt: int
+    completion: int
+
+
+@dataclass(frozen=True, slots=True)
 class Credit:
     tenant: str
     at: float
@@ -91,10 +106,13 @@ class Credit:
 
 def invoice(tenant: str, t0: float, t1: float, contracts: Iterable[Contract], usage: Iterable[Usage],
             prices: dict[tuple[str, str], list[tuple[float, Decimal]]],
-            credits: Iterable[Credit] = ()) -> dict[str, Any]:
-    """A tenant's invoice for [t0, t1): commitments, usage by class and GPU type, SLA credits, total.
+            credits: Iterable[Credit] = (), tokens: Iterable[Tokens] = ()) -> dict[str, Any]:
+    """A tenant's invoice for [t0, t1): commitments, usage by class and GPU type, tokens by model,
+    SLA credits, total.
 
-    `prices` maps (GPU type, class) to [(since, price per GPU-hour)], oldest first. A credit gives
+    `prices` maps (GPU type, class) to [(since, price per GPU-hour)], oldest first, and (model,
+    'prompt-tokens' or 'completion-tokens') to prices per million tokens. A service's replicas are
+    billed at the 'service' price of their GPU type, or on demand where it has none. A credit gives
     back guaranteed GPU-hours a failure cost, at the price of the contract then in force.
     """
     lines: list[dict[str, Any]] = []
@@ -128,6 +146,7 @@ def invoice(tenant: str, t0: float, t1: float, contracts: Iterable[Contract], us
         lines.append({"kind": f"{cls} usage" + (" (covered by the commitment)" if covered else ""),
                       "gpu_type": gpu, "gpu_hours": qty, "price": None if covered else _unit(priced[(cls, gpu)], qty),
                       "amount": money(priced[(cls, gpu)])})
+    lines += _token_lines(tenant, t0, t1, tokens, prices)
     owed_back: dict[str, tuple[Decimal, Decimal]] = {}  # GPU type -> (GPU-hours, amount)
     for cr in credits:
         contract = _contract_for(mine, cr.gpu_type, cr.at)
@@ -142,7 +161,31 @@ def invoice(tenant: str, t0: float, t1: float, contracts: Iterable[Contract], us
     return {"tenant": tenant, "from": t0, "to": t1, "lines": lines, "total": money(total), "currency": "USD"}
 
 
-def _unit(amount: Decimal, qty: Decimal) -> Decimal | None:
+def _token_lines(tenant: str, t0: float, t1: float, tokens: Iterable[Tokens],
+                 prices: dict[tuple[str, str], list[tuple[float, Decimal]]]) -> list[dict[str, Any]]:
+    counted: dict[tuple[str, str], int] = defaultdict(int)
+    priced: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for t in tokens:
+        if t.tenant != tenant or not t0 <= t.hour < t1:
+            continue
+        for kind, n in (("prompt", t.prompt), ("completion", t.completion)):
+            if n:
+                counted[(t.model, kind)] += n
+                priced[(t.model, kind)] += n * token_price(prices, t.model, kind, t.hour + HOUR_S) / MILLION
+    return [{"kind": f"{kind} tokens of {model}", "model": model, "tokens": n,
+             "price": _unit(priced[key] * MILLION, n), "unit": "per million tokens", "amount": money(priced[key])}
+            for key, n in sorted(counted.items()) for model, kind in [key]]
+
+
+def token_price(prices: dict[tuple[str, str], list[tuple[float, Decimal]]], model: str, kind: str,
+                at: float) -> Decimal:
+    for key in ((model, f"{kind}-tokens"), (ANY_MODEL, f"{kind}-tokens")):
+        if current := [p for since, p in prices.get(key, []) if since <= at]:
+            return current[-1]
+    raise NeocloudError(f"no price for {kind} tokens of {model} at {at:.0f}: set one with PUT /v1/prices/tokens")
+
+
+def _unit(amount: Decimal, qty: Decimal | int) -> Decimal | None:
     return (amount / qty).quantize(Decimal("0.0001")) if qty else None
 
 
@@ -153,6 +196,8 @@ def _contract_for(contracts: list[Contract], gpu_type: str, at: float) -> Contra
 def price_at(prices: dict[tuple[str, str], list[tuple[float, Decimal]]], gpu_type: str, cls: str, at: float) -> Decimal:
     history = prices.get((gpu_type, cls), [])
     current = [p for since, p in history if since <= at]
+    if not current and cls == "service":  # serving has no price of its own: on demand
+        return price_at(prices, gpu_type, "on-demand", at)
     if not current:
         raise NeocloudError(f"no {cls} price for {gpu_type} at {at:.0f}: set one with `neocloud prices set`")
     return current[-1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -164,15 +164,34 @@ class ContractRow(Base):
 
 
 class PriceRow(Base):
-    """The on-demand and spot price of a GPU type from a time on; older prices stay for old usage."""
+    """A price from a time on (older prices stay for old usage): per GPU-hour of a GPU type, on
+    demand, spot or serving (a service's replicas); or per million tokens of a model (its name, or
+    '*' for any), prompt or completion."""
 
     __tablename__ = "prices"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     gpu_type: Mapped[str] = mapped_column(String(64))
-    usage_class: Mapped[str] = mapped_column(String(16))  # on-demand or spot
-    price: Mapped[Decimal] = mapped_column(Numeric(14, 4))  # per GPU-hour
+    usage_class: Mapped[str] = mapped_column(String(16))  # on-demand, spot, service; prompt-tokens, completion-tokens
+    price: Mapped[Decimal] = mapped_column(Numeric(14, 4))  # per GPU-hour, or per million tokens
     since: Mapped[float] = mapped_column(Float)
+
+
+class ServiceUsageRow(Base):
+    """What a service's gateway answered in one hour: requests, and tokens of OpenAI-compatible answers."""
+
+    __tablename__ = "service_usage"
+    __table_args__ = (UniqueConstraint("tenant", "service", "model", "hour"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), index=True)
+    service: Mapped[str] = mapped_column(String(63))
+    model: Mapped[str] = mapped_column(String(255))  # the spec's model, else the service's name
+    hour: Mapped[float] = mapped_column(Float)  # its start
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class UsageRow(Base):
