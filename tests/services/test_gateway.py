@@ -31,6 +31,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def team(srv: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Client, str, str]:
     """A tenant with the replica's code uploaded: its client, its token and the code's digest."""
     admin = srv.client()
+    admin._call("PUT", "/v1/prices", json={"gpu_type": "H100", "usage_class": "service", "price_per_gpu_hour": "2.00"})
     admin.create_tenant("svc-team")
     token = admin.create_token("svc-team", "test")
     code = tmp_path_factory.mktemp("replica")
@@ -229,7 +230,6 @@ def test_tokens_of_answers_plain_and_streamed_are_metered_and_invoiced(srv: Serv
     admin._call("PUT", "/v1/prices/tokens", json={"model": "tiny-llm", "kind": "prompt",
                                                    "price_per_million_tokens": "100.00"})
     admin._call("PUT", "/v1/prices/tokens", json={"kind": "completion", "price_per_million_tokens": "1000.00"})
-    admin._call("PUT", "/v1/prices", json={"gpu_type": "H100", "usage_class": "service", "price_per_gpu_hour": "2.00"})
     c.submit(_service("llm", code, model="tiny-llm"))
     _ready(c, "llm", 1)
     ask = {"model": "tiny-llm", "messages": [{"role": "user", "content": "one two three four"}], "max_tokens": 6}
@@ -253,3 +253,47 @@ def test_tokens_of_answers_plain_and_streamed_are_metered_and_invoiced(srv: Serv
     metrics = httpx.get(f"{srv.url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
     assert 'neocloud_service_tokens_total{kind="completion",service="llm",tenant="svc-team"} 12.0' in metrics
     assert 'neocloud_service_requests_total{code="2xx",service="llm",tenant="svc-team"} 2.0' in metrics
+
+
+def test_the_dashboards_service_page_shows_replicas_rate_and_tokens_to_their_tenant_only(srv: Server,
+                                                                                         team: tuple) -> None:
+    c, token, code = team
+    c.submit(_service("shown", code, model="tiny-llm", replicas=2))
+    _ready(c, "shown", 2)
+    ask = {"messages": [{"role": "user", "content": "a b c"}], "max_tokens": 4}
+    for _ in range(3):
+        assert _call(srv, token, "shown/v1/chat/completions", method="POST", json=ask).status_code == 200
+
+    def page(tok: str) -> str:
+        with httpx.Client(base_url=srv.url, headers={"Origin": srv.url}) as h:
+            assert h.post("/ui/login", data={"token": tok, "next": "/ui/services"}).status_code == 303
+            r = h.get("/ui/services")
+            assert r.status_code == 200
+            return r.text
+
+    wait_for(lambda: 'id="service-svc-team-shown"' in (html := page(token))
+             and '<td class="n tokens">12</td>' in html, timeout=30)  # 3 answers of 4 tokens each, flushed
+    html = page(token)
+    section = html[html.index('id="service-svc-team-shown"'):]
+    section = section[:section.index("</section>")]
+    assert '<strong class="ready">2</strong> of 2' in section and section.count('<td class="state RUNNING">') == 2
+    assert 'class="n rps">0.00<' not in section  # three in the last minute
+    srv.client().create_tenant("svc-viewer")
+    assert "service-svc-team-shown" not in page(srv.client().create_token("svc-viewer", "test"))
+
+
+def test_a_restarted_server_keeps_its_services_and_their_replicas(tmp_path: Path) -> None:
+    with serving(Server(tmp_path / "data", None)) as own:
+        c = own.client()
+        code = tmp_path / "code"
+        code.mkdir()
+        shutil.copy(REPLICA, code / "replica.py")
+        c.submit(_service("durable", c.upload_code(pack(code)), replicas=2))
+        before = {r["job"] for r in _ready(c, "durable", 2)["replica_list"]}
+        own.kill9()  # the replicas run on, as any job's processes do
+        own.start()
+        c = own.client()
+        after = _ready(c, "durable", 2)
+        assert {r["job"] for r in after["replica_list"]} == before  # adopted, not started anew
+        answer = httpx.get(f"{own.url}/v1/services/default/durable/", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert answer.status_code == 200 and answer.json()["replica"] in before

@@ -20,8 +20,8 @@ from tests.api.test_cost import LARGE, App, large, small, store, tenant_token
 
 __all__ = ["database", "large", "small", "store"]  # fixtures, shared with the API's tests
 PAGES = {"/ui/fleet": 0, "/ui/nodes/leaf-a-n0": 2, "/ui/jobs": 2, "/ui/jobs?fragment=1": 2, "/ui/jobs/1": 2,
-         "/ui/jobs/1/live": 2, "/ui/performance": 2, "/ui/business": 5}  # page -> statements it may run
-TENANT_PAGES = ["/ui/jobs", "/ui/jobs/1", "/ui/performance", "/ui/business", "/ui/fleet"]
+         "/ui/jobs/1/live": 2, "/ui/performance": 2, "/ui/business": 6, "/ui/services": 3}  # page -> statements
+TENANT_PAGES = ["/ui/jobs", "/ui/jobs/1", "/ui/performance", "/ui/business", "/ui/fleet", "/ui/services"]
 
 
 def test_no_page_costs_more_statements_for_a_bigger_store(small: App, large: App) -> None:

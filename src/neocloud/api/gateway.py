@@ -1,10 +1,11 @@
 """The gateway: `/v1/services/{tenant}/{name}/{path}` on the API's own listener, to a ready
 replica of the tenant's service.
 
-Proxying is httpx's AsyncClient, in the server's own event loop: it pools connections to the
-replicas, streams both ways as bytes arrive (a server-sent event reaches the caller as the replica
-sends it), and needs no second process to configure, run and watch, as nginx, HAProxy or Envoy
-would (they are faster per request; docs/services.md gives the overhead measured). Every request
+Proxying is aiohttp's client, in the server's own event loop: it pools connections to the
+replicas, streams as bytes arrive (a server-sent event reaches the caller as the replica sends
+it), costs a fifth of what httpx's asynchronous client does per request (0.45 ms against 2.2 ms
+here), and needs no second process to configure, reload and watch, as nginx, HAProxy or Envoy
+would (docs/services.md says why, and the overhead measured). Every request
 is authenticated as any API call is, by bearer token: another tenant's token gets the same 404 as
 a service that does not exist. The caller's token never reaches the replica.
 
@@ -20,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-import httpx
+import aiohttp
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import StreamingResponse
 
@@ -43,13 +44,16 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
 
 class Gateway:
+    """The connection pool to every replica (made inside the server's event loop)."""
+
     def __init__(self) -> None:
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(connect=5.0, read=600.0, write=60.0, pool=30.0),
-                                      limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
-                                      follow_redirects=False, trust_env=False)
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=2000, limit_per_host=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=600), auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"), trust_env=False)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.http.close()
 
 
 @router.api_route("/v1/services/{tenant}/{name}/{path:path}", methods=METHODS, include_in_schema=True)
@@ -66,7 +70,7 @@ async def gateway(tenant: Annotated[str, Path(max_length=63, pattern=NAME)],
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in DROP_UP]
     headers.append(("x-forwarded-for", request.client.host if request.client else ""))
     url = f"/{path}" + (f"?{request.url.query}" if request.url.query else "")
-    http: httpx.AsyncClient = request.app.state.gateway.http
+    http: aiohttp.ClientSession = request.app.state.gateway.http
     tried: set[tuple[int, str]] = set()  # (replica, address): a replica moved to another node is tried anew
     metering: Metering = request.app.state.service.controller.metering
     while True:
@@ -76,9 +80,9 @@ async def gateway(tenant: Annotated[str, Path(max_length=63, pattern=NAME)],
             metering.record(tenant, name, route.model, e.status_code, time.monotonic() - started, None, time.time())
             raise
         try:
-            upstream = await http.send(http.build_request(request.method, f"http://{ep.address}{url}",
-                                                          headers=headers, content=body), stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            upstream = await http.request(request.method, f"http://{ep.address}{url}", headers=headers, data=body,
+                                          allow_redirects=False)
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:  # refused, reset, or no answer begun
             endpoints.done(ep)
             tried.add((ep.job_id, str(ep.address)))
             if len(tried) >= RETRIES:
@@ -93,7 +97,7 @@ async def gateway(tenant: Annotated[str, Path(max_length=63, pattern=NAME)],
         def done(status: int, meter: Meter = meter) -> None:
             metering.record(tenant, name, route.model, status, time.monotonic() - started, meter.tokens, time.time())
 
-        return StreamingResponse(_relay(upstream, ep, endpoints, meter, done), status_code=upstream.status_code,
+        return StreamingResponse(_relay(upstream, ep, endpoints, meter, done), status_code=upstream.status,
                                  headers=down)
 
 
@@ -111,17 +115,19 @@ async def _wait_for_replica(endpoints: Endpoints, route: Route, tried: set[tuple
         endpoints.wait(route, -1)
 
 
-async def _relay(upstream: httpx.Response, ep: Endpoint, endpoints: Endpoints, meter: Meter,
+async def _relay(upstream: aiohttp.ClientResponse, ep: Endpoint, endpoints: Endpoints, meter: Meter,
                  done: Callable[[int], None]) -> AsyncIterator[bytes]:
     """The replica's answer as it comes, metered as it passes; the request is done once all of it
     is sent (an answer cut short, by the replica or the caller going away, counts as a 5xx)."""
     status = 599
     try:
-        async for chunk in upstream.aiter_raw():
+        async for chunk in upstream.content.iter_any():
             meter.feed(chunk)
             yield chunk
-        status = upstream.status_code
+        status = upstream.status
+    except aiohttp.ClientError:
+        pass  # the replica went away mid-answer: the caller's answer ends there
     finally:
-        await upstream.aclose()
+        upstream.release()
         endpoints.done(ep)
         done(status)

@@ -37,7 +37,7 @@ from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
 from neocloud.store.database import connect, database_url, sessions
 from neocloud.store.leadership import Leadership
-from neocloud.web import apidocs, dashboard
+from neocloud.web import apidocs, dashboard, services_page
 
 log = logging.getLogger("neocloud.server")
 
@@ -162,7 +162,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.twin_reports = []  # the dashboard's last two twin runs, side by side
     for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
                    admin.router, admin.tokens_router, dashboard.router, apidocs.router, code.router,
-                   services.router, gateway.router):
+                   services.router, gateway.router, services_page.router):
         app.include_router(router)
     app.add_exception_handler(dashboard.Login, cast(ExceptionHandler, dashboard.login_redirect))
 

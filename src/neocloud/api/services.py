@@ -30,12 +30,23 @@ def whose(who: Principal, tenant: str | None) -> str:
     return who.tenant or tenant or DEFAULT_TENANT
 
 
-def service_out(request: Request, row: ServiceRow) -> ServiceOut:
-    """The service with its replicas: their jobs from the store, their readiness from the gateway's table."""
+def replica_jobs(request: Request, rows: list[ServiceRow]) -> dict[int, list[JobRow]]:
+    """The replicas not ended of these services, by service: one statement however many."""
+    found: dict[int, list[JobRow]] = {r.id: [] for r in rows}
+    if rows:
+        with request.app.state.service.sessions() as s:
+            for job in s.scalars(select(JobRow).where(JobRow.service_id.in_(list(found)),
+                                                      JobRow.state.in_(("PENDING", "RUNNING"))).order_by(JobRow.id)):
+                found[job.service_id].append(job)
+    return found
+
+
+def service_out(request: Request, row: ServiceRow, jobs: list[JobRow] | None = None) -> ServiceOut:
+    """The service with its replicas: their jobs from the store (or as given), their readiness from
+    the gateway's table."""
     endpoints = {e.job_id: e for e in request.app.state.service.controller.endpoints.replicas(row.id)}
-    with request.app.state.service.sessions() as s:
-        jobs = list(s.scalars(select(JobRow).where(JobRow.service_id == row.id,
-                                                   JobRow.state.in_(("PENDING", "RUNNING"))).order_by(JobRow.id)))
+    if jobs is None:
+        jobs = replica_jobs(request, [row])[row.id]
     replicas = [ReplicaOut(job=j.id, state=j.state, generation=j.generation or 0,
                            ready=bool(e and e.ready), draining=bool(e and e.draining), in_flight=e.in_flight if e else 0,
                            address=j.address, node=(j.placement or [{}])[0].get("node"))
@@ -69,7 +80,8 @@ def list_services(request: Request, who: Caller, tenant: TenantQuery = None,
         q = q.where(ServiceRow.state == "RUNNING")
     with request.app.state.service.sessions() as s:
         rows = list(s.scalars(q))
-    return [service_out(request, r) for r in rows]
+    jobs = replica_jobs(request, rows)
+    return [service_out(request, r, jobs[r.id]) for r in rows]
 
 
 def _own(request: Request, who: Principal, name: str, tenant: str | None) -> ServiceRow:

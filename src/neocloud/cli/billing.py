@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from neocloud.api.schemas import ContractIn, _instant
@@ -126,10 +127,14 @@ def invoice(tenant: str, month: Annotated[str, typer.Option(help="YYYY-MM (UTC).
     if format == "json":
         print_json(bill)
         return
-    table = Table("line", "GPU", "GPU-hours", "$/GPU-h", "amount", title=f"{tenant}: {month}")
+    table = Table("line", "GPU", "quantity", "price", "amount", title=f"{tenant}: {month}")
     for line in bill["lines"]:
-        table.add_row(line["kind"], line["gpu_type"], f"{float(line['gpu_hours']):,.4f}",
-                      "-" if line["price"] is None else str(line["price"]), _money(line["amount"]))
+        if "tokens" in line:  # a service's tokens, priced per million
+            qty, unit = f"{line['tokens']:,} tokens", f"{line['price']}/M tokens"
+        else:
+            qty, unit = f"{float(line['gpu_hours']):,.4f} GPU-h", f"{line['price']}/GPU-h"
+        table.add_row(escape(line["kind"]), line.get("gpu_type", ""), qty, "-" if line["price"] is None else unit,
+                      _money(line["amount"]))
     table.add_row("[bold]total[/bold]", "", "", "", f"[bold]{_money(bill['total'])}[/bold]")
     console.print(table)
 

@@ -7,9 +7,10 @@ at most the last FLUSH_S of counts."""
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from neocloud.serve.usage import Tokens
 from neocloud.store.tables import ServiceUsageRow
 
 FLUSH_S = 2.0
+RECENT = 5000
 HOUR_S = 3600
 
 
@@ -34,6 +36,9 @@ class Metering:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._lock = threading.Lock()
         self._counts: defaultdict[tuple[str, str, str, float], _Count] = defaultdict(_Count)
+        # The last RECENT requests' (end, seconds) per service, for the dashboard's rate and percentiles.
+        self._recent: defaultdict[tuple[str, str], deque[tuple[float, float]]] = defaultdict(
+            lambda: deque(maxlen=RECENT))
         self.requests = PromCounter("neocloud_service_requests", "Requests the gateway answered, by status class",
                                     ["tenant", "service", "code"], registry=registry)
         self.tokens = PromCounter("neocloud_service_tokens", "Tokens in OpenAI-compatible answers, by kind",
@@ -50,12 +55,25 @@ class Metering:
             self.tokens.labels(tenant, service, "prompt").inc(tokens.prompt)
             self.tokens.labels(tenant, service, "completion").inc(tokens.completion)
         with self._lock:
+            self._recent[(tenant, service)].append((at, seconds))
             c = self._counts[(tenant, service, model, at - at % HOUR_S)]
             c.requests += 1
             c.errors += status >= 500
             if tokens is not None:
                 c.prompt_tokens += tokens.prompt
                 c.completion_tokens += tokens.completion
+
+    def recent(self, tenant: str, service: str, now: float, window_s: float = 60.0) -> dict[str, float | None]:
+        """Requests per second over the last `window_s`, and their latency's median and 99th percentile."""
+        with self._lock:
+            kept = self._recent.get((tenant, service), deque())
+            full = len(kept) == kept.maxlen
+            seen = [(at, sec) for at, sec in kept if at > now - window_s]
+        if not seen:
+            return {"rps": 0.0, "p50_s": None, "p99_s": None}
+        span = now - seen[0][0] if full and len(seen) == len(kept) else window_s  # busy: only the last RECENT kept
+        p50, p99 = (float(v) for v in np.percentile([sec for _, sec in seen], [50, 99]))
+        return {"rps": len(seen) / max(span, 1e-3), "p50_s": p50, "p99_s": p99}
 
     def flush(self, s: Session) -> None:
         """Add what was counted since the last flush to the store's hourly rows (in the loop's turn)."""
