@@ -176,10 +176,13 @@ def main() -> None:
         model_rows = []
         if args.vllm_python and args.vllm_model:
             cmd = (f"exec {args.vllm_python} -m vllm.entrypoints.openai.api_server --model {args.vllm_model} "
-                   "--host 127.0.0.1 --port $PORT --dtype float32 --served-model-name smol")
+                   "--host 127.0.0.1 --port $PORT --dtype float32 --served-model-name smol --enforce-eager "
+                   "--kv-cache-memory-bytes 512M --max-model-len 2048")
+            env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+                   "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
             t = time.perf_counter()
             m = service(url, "smol", {"gpus": 1, "command": cmd, "readiness": {"path": "/health"}, "model": "smol",
-                                      "env": {"HF_HUB_OFFLINE": "1"}}, timeout=900)
+                                      "env": env}, timeout=900)
             ready_s = time.perf_counter() - t
             direct_ttft = [first_token(f"http://{m['replica_list'][0]['address']}/v1/chat/completions", "smol", {})
                            for _ in range(5)]

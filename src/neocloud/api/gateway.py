@@ -17,21 +17,29 @@ zero."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 import aiohttp
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from neocloud.api.auth import Principal, caller
+from neocloud.api.guards import BodyLimit, SecurityHeaders
 from neocloud.api.schemas import NAME
 from neocloud.control.endpoints import Endpoint, Endpoints, Route
 from neocloud.control.metering import Metering
 from neocloud.serve.usage import Meter, ask_usage
 
+log = logging.getLogger("neocloud.gateway")
 router = APIRouter(tags=["gateway"])
+PREFIX = "/v1/services/"
+_SEGMENT = NAME[1:-1]  # a tenant's or a service's name, unanchored
+_PATH = re.compile(rf"^/v1/services/(?P<tenant>{_SEGMENT})/(?P<name>{_SEGMENT})/(?P<path>.*)$", re.S)
 RETRIES = 3  # replicas tried for one request that fails before an answer
 WAIT_S = 300.0  # longest a request waits for a replica to be ready
 POLL_S = 0.05
@@ -60,8 +68,46 @@ class Gateway:
 async def gateway(tenant: Annotated[str, Path(max_length=63, pattern=NAME)],
                   name: Annotated[str, Path(max_length=63, pattern=NAME)], path: str, request: Request,
                   who: Annotated[Principal, Depends(caller)]) -> StreamingResponse:
-    """A request to the service's replicas: the answer is the replica's, streamed as it comes."""
-    endpoints: Endpoints = request.app.state.service.controller.endpoints
+    """A request to the service's replicas: the answer is the replica's, streamed as it comes.
+    (`FastPath` serves these before the API's own stack; this route is its description.)"""
+    return await forward(request, tenant, name, path, who)
+
+
+class FastPath:
+    """The gateway's requests, taken before the API's own stack (routing among every route,
+    dependency injection, the audit log: a call to a service changes nothing of the control
+    plane's). They keep the body limit and the security headers; everything else passes on."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.inner = SecurityHeaders(BodyLimit(self._serve, max_bytes=max_bytes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX) and _PATH.match(scope["path"]):
+            await self.inner(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        m = _PATH.match(scope["path"])
+        assert m is not None
+        response: Response
+        try:
+            response = await forward(request, m["tenant"], m["name"], m["path"], await caller(request))
+        except HTTPException as e:
+            response = JSONResponse({"detail": e.detail}, status_code=e.status_code, headers=e.headers)
+        except Exception:  # noqa: BLE001 - as the API's own stack would: a 500, logged, never a dropped connection
+            log.exception("gateway: %s %s", scope["method"], scope["path"])
+            response = JSONResponse({"detail": "the gateway failed; the error is in the server's log"}, status_code=500)
+        await response(scope, receive, send)
+
+
+async def forward(request: Request, tenant: str, name: str, path: str, who: Principal) -> StreamingResponse:
+    controller = request.app.state.service.controller
+    if controller.standby:  # its table is empty until it leads: send the caller to the one that does
+        raise HTTPException(503, f"this server stands by; {controller.leader()}", headers={"retry-after": "1"})
+    endpoints: Endpoints = controller.endpoints
     route = endpoints.route(tenant, name)
     if route is None or (not who.admin and who.tenant != tenant):
         raise HTTPException(404, f"no service {name!r} of tenant {tenant!r}")
@@ -72,7 +118,7 @@ async def gateway(tenant: Annotated[str, Path(max_length=63, pattern=NAME)],
     url = f"/{path}" + (f"?{request.url.query}" if request.url.query else "")
     http: aiohttp.ClientSession = request.app.state.gateway.http
     tried: set[tuple[int, str]] = set()  # (replica, address): a replica moved to another node is tried anew
-    metering: Metering = request.app.state.service.controller.metering
+    metering: Metering = controller.metering
     while True:
         try:
             ep = endpoints.pick(route, tried) or await _wait_for_replica(endpoints, route, tried)

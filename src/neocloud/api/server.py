@@ -209,6 +209,7 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(guards.BodyLimit, max_bytes=service.max_body_bytes, larger={"/v1/code": code.MAX_UPLOAD})
     app.add_middleware(AuditLog, service=service)
     app.add_middleware(guards.SecurityHeaders)
+    app.add_middleware(gateway.FastPath, max_bytes=service.max_body_bytes)  # outermost: before all the above
     return app
 
 
