@@ -145,8 +145,10 @@ def test_each_tenant_runs_as_its_own_user_with_only_its_environment(cloud: Serve
     for tenant in ("alice", "mallory"):
         c = _as(cloud, tenant)
         job = c.wait(c.submit({"name": "who", "gpus": 0.5, "env": {"MINE": tenant}, "command":
-                               "id -u; id -G; echo $HOME; pwd; env | cut -d= -f1 | sort | tr '\\n' ' '"})["id"])
-        uid, groups, home, cwd, names = c.logs(job["id"])["text"].splitlines()
+                               "id -u; id -G; echo $HOME; pwd; env | cut -d= -f1 | sort | tr '\\n' ' '; echo;"
+                               "touch /tmp/mine /dev/shm/mine && stat -c %a /tmp /dev/shm | tr '\\n' ' '"})["id"])
+        uid, groups, home, cwd, names, scratch = c.logs(job["id"])["text"].splitlines()
+        assert scratch.split() == ["1777", "1777"]  # its private /tmp and /dev/shm (Python's semaphores) are its own
         seen[tenant] = int(uid)
         user = pwd.getpwnam(f"nc-{tenant}")
         assert (int(uid), groups, home, cwd) == (user.pw_uid, str(user.pw_gid), "/job", "/job")

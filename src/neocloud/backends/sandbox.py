@@ -90,7 +90,9 @@ class Sandbox:
                 args += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 args += ["--ro-bind", path, path]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
+        # As root, bubblewrap's tmpfs is root's (0755): the tenant's user could write neither.
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm",
+                 "--perms", "1777", "--tmpfs", "/tmp"]
         for path in self.hide:
             args += ["--tmpfs", path]
         for d in [f"nvidia{g}" for g in gpus] + list(GPU_SHARED):
