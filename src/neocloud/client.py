@@ -146,6 +146,21 @@ class Client:
     def stop_service(self, name: str, tenant: str | None = None) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/services/{name}", params={"tenant": tenant} if tenant else None)
 
+    def create_service_key(self, service: str = "*", label: str = "", expires_in: str | float | None = None,
+                           tenant: str | None = None) -> dict[str, Any]:
+        """A new key that calls the service ('*': any of the tenant's) at the gateway, and nothing
+        else; its secret is in `token`, shown only this once."""
+        body: dict[str, Any] = {"service": service, "label": label}
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return self._call("POST", "/v1/service-keys", json=body, params={"tenant": tenant} if tenant else None)
+
+    def service_keys(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/service-keys", params={"tenant": tenant} if tenant else None)
+
+    def revoke_service_key(self, key_id: int) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/service-keys/{key_id}")
+
     def events(self, job_id: int) -> list[dict[str, Any]]:
         return self._call("GET", f"/v1/jobs/{job_id}/events")
 

@@ -235,9 +235,9 @@ API_READS = [
     "/v1/queue", "/v1/nodes", "/v1/nodes/leaf-a-n0", "/v1/contracts", "/v1/contracts?history=true", "/v1/prices",
     "/v1/usage?month={month}", "/v1/credits?month={month}", "/v1/invoices/t0000?month={month}",
     "/v1/revenue?month={month}", "/v1/backlog", "/v1/tenants", "/v1/tenants/t0000/tokens", "/v1/tokens",
-    "/v1/audit", "/v1/health/rules", "/healthz", "/v1/services",
+    "/v1/audit", "/v1/health/rules", "/healthz", "/v1/services", "/v1/service-keys",
 ]
-TENANT_READS = ["/v1/jobs", "/v1/services", "/v1/queue", "/v1/goodput", "/v1/contracts", "/v1/usage?month={month}",
+TENANT_READS = ["/v1/jobs", "/v1/services", "/v1/service-keys", "/v1/queue", "/v1/goodput", "/v1/contracts", "/v1/usage?month={month}",
                 "/v1/invoices/t0000?month={month}", "/v1/tokens", "/v1/nodes"]
 # Statements (not counting BEGIN and COMMIT) a request may run, whatever the store holds.
 BUDGET = {"/v1/invoices/t0000?month={month}": 6, "/v1/revenue?month={month}": 6, "/v1/tenants": 3,

@@ -1,5 +1,5 @@
 """Services from the command line, against a real server: a spec with kind: service and a workdir
-submitted as a job is, then listed, shown, scaled, rolled and stopped."""
+submitted as a job is, then listed, shown, scaled, rolled, called with a service key and stopped."""
 
 from __future__ import annotations
 
@@ -45,8 +45,16 @@ def test_a_service_from_submit_to_stop(tmp_path: Path) -> None:
                      timeout=30)  # the spec's replicas: 1 again
         except AssertionError:
             raise AssertionError(show()) from None
-        answer = httpx.get(f"{srv.url}/v1/services/default/web/", headers={"Authorization": f"Bearer {ADMIN}"})
+        made_key = neocloud("services", "keys", "create", "web", "--label", "frontend", *common)
+        assert made_key.returncode == 0 and "/v1/services/default/web/" in made_key.stderr, made_key.stderr
+        key = made_key.stdout.strip()
+        answer = httpx.get(f"{srv.url}/v1/services/default/web/", headers={"Authorization": f"Bearer {key}"})
         assert answer.json()["version"] == "2"
+        keys = json.loads(neocloud("services", "keys", "list", "--json", *common).stdout)
+        assert [(k["service"], k["label"], k["state"]) for k in keys] == [("web", "frontend", "active")]
+        assert neocloud("services", "keys", "revoke", str(keys[0]["id"]), *common).returncode == 0
+        assert httpx.get(f"{srv.url}/v1/services/default/web/",
+                         headers={"Authorization": f"Bearer {key}"}).status_code == 401
         waiting = neocloud("submit", str(tmp_path / "web.yaml"), "--wait", *common)
         assert waiting.returncode == 2 and "a service runs until stopped" in waiting.stderr
         again = neocloud("submit", str(tmp_path / "web.yaml"), *common)

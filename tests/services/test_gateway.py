@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from neocloud.cli.workdir import pack
-from neocloud.client import Client
+from neocloud.client import ApiError, Client
 from tests.api.conftest import ADMIN, Server, serving, wait_for
 
 REPLICA = Path(__file__).with_name("replica.py")
@@ -98,6 +98,47 @@ def test_another_tenants_token_finds_no_service(srv: Server, team: tuple) -> Non
     assert httpx.get(f"{srv.url}/v1/services/svc-team/private/").status_code == 401
     assert httpx.get(f"{srv.url}/v1/services/private", headers={"Authorization": f"Bearer {other}"}).status_code == 404
     assert _call(srv, ADMIN, "private/").status_code == 200  # the operator reaches every service
+
+
+def test_a_service_key_calls_its_service_and_nothing_else_until_revoked(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    c.submit(_service("keyed", code))
+    c.submit(_service("unkeyed", code))
+    _ready(c, "keyed", 1)
+    _ready(c, "unkeyed", 1)
+    made = c.create_service_key("keyed", label="app")
+    key, anyone = made["token"], c.create_service_key()["token"]
+    assert made["service"] == "keyed" and key.startswith("nck_")
+    assert _call(srv, key, "keyed/").status_code == 200
+    assert _call(srv, anyone, "keyed/").status_code == _call(srv, anyone, "unkeyed/").status_code == 200
+    elsewhere = _call(srv, key, "unkeyed/")
+    assert elsewhere.status_code == 401 and "calls only its service" in elsewhere.json()["detail"]
+    api = httpx.get(f"{srv.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+    assert api.status_code == 401 and "calls only its service" in api.json()["detail"]  # never the rest of the API
+    assert httpx.post(f"{srv.url}/v1/service-keys", headers={"Authorization": f"Bearer {anyone}"},
+                      json={}).status_code == 401  # a key makes no keys
+    admin = srv.client()
+    admin.create_tenant("svc-keyless")
+    theirs = srv.client(admin.create_token("svc-keyless", "test"))
+    assert _call(srv, theirs.create_service_key()["token"], "keyed/").status_code == 404  # its own services only
+    with pytest.raises(ApiError) as no:
+        theirs.revoke_service_key(made["id"])
+    assert no.value.status == 404  # another tenant's key is as missing as one that is not
+    assert made["id"] not in {k["id"] for k in theirs.service_keys()}
+    for _ in range(99):  # a tenant's live keys are bounded (each is held in memory)
+        theirs.create_service_key()
+    with pytest.raises(ApiError) as full:
+        theirs.create_service_key()
+    assert full.value.status == 409 and "revoke" in str(full.value)
+    assert made["id"] not in {t["id"] for t in c.tokens()}  # keys are listed apart from API tokens
+    listed = {k["id"]: k for k in c.service_keys()}
+    assert listed[made["id"]]["service"] == "keyed" and listed[made["id"]]["state"] == "active"
+    assert "token" not in listed[made["id"]]
+    assert c.revoke_service_key(made["id"])["state"] == "revoked"
+    assert _call(srv, key, "keyed/").status_code == 401
+    with pytest.raises(ApiError) as bad:
+        c.create_service_key("-bad name-")
+    assert bad.value.status == 422
 
 
 def test_scaling_up_and_down_and_stopping(srv: Server, team: tuple) -> None:
@@ -289,6 +330,7 @@ def test_a_restarted_server_keeps_its_services_and_their_replicas(tmp_path: Path
         code.mkdir()
         shutil.copy(REPLICA, code / "replica.py")
         c.submit(_service("durable", c.upload_code(pack(code)), replicas=2))
+        key = c.create_service_key("durable")["token"]
         before = {r["job"] for r in _ready(c, "durable", 2)["replica_list"]}
         own.kill9()  # the replicas run on, as any job's processes do
         own.start()
@@ -297,3 +339,5 @@ def test_a_restarted_server_keeps_its_services_and_their_replicas(tmp_path: Path
         assert {r["job"] for r in after["replica_list"]} == before  # adopted, not started anew
         answer = httpx.get(f"{own.url}/v1/services/default/durable/", headers={"Authorization": f"Bearer {ADMIN}"})
         assert answer.status_code == 200 and answer.json()["replica"] in before
+        by_key = httpx.get(f"{own.url}/v1/services/default/durable/", headers={"Authorization": f"Bearer {key}"})
+        assert by_key.status_code == 200  # the key, kept in the store, holds after the restart

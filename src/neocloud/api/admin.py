@@ -65,7 +65,7 @@ def tenant_tokens(name: Annotated[str, Path(pattern=NAME)], request: Request, li
     """A tenant's tokens, revoked and expired ones too, by id, a page at a time; never their secrets."""
     if name not in request.app.state.service.controller.tenants:
         raise HTTPException(404, f"no tenant {name!r}")
-    return _tokens(request, name, limit, after)
+    return token_page(request, name, limit, after)
 
 
 @router.get("/audit", response_model=list[AuditOut])
@@ -89,15 +89,15 @@ TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
 def own_tokens(request: Request, who: Annotated[Principal, Depends(caller)], limit: Limit = 1000,
                after: TokenAfter = None) -> list[TokenInfo]:
     """The caller's tenant's tokens (the admin's: every tenant's), by id, a page at a time."""
-    return _tokens(request, who.tenant, limit, after)
+    return token_page(request, who.tenant, limit, after)
 
 
 @tokens_router.delete("/{token_id}", response_model=TokenInfo, responses={404: {"description": "No such token"}})
 async def revoke_token(token_id: TokenId, request: Request, who: Annotated[Principal, Depends(caller)]) -> TokenInfo:
     """Revoke a token: refused from now on. The admin revokes any; a tenant only its own (another's is a 404)."""
     controller = request.app.state.service.controller
-    row = await wrap_future(controller.revoke_token(token_id, who.tenant))
-    return _info(row, controller.clock())
+    row = await wrap_future(controller.revoke_token(token_id, who.tenant, key=False))
+    return token_info(row, controller.clock())
 
 
 def _live(now: float) -> tuple:
@@ -105,19 +105,20 @@ def _live(now: float) -> tuple:
     return Token.revoked_at.is_(None), or_(Token.expires_at.is_(None), Token.expires_at > now)
 
 
-def _tokens(request: Request, tenant: str | None, limit: int, after: int | None) -> list[TokenInfo]:
-    q = select(Token).order_by(Token.id).limit(limit)
+def token_page(request: Request, tenant: str | None, limit: int, after: int | None, keys: bool = False) -> list[TokenInfo]:
+    """API tokens, or with `keys` service keys."""
+    q = select(Token).where(Token.service.is_not(None) if keys else Token.service.is_(None)).order_by(Token.id).limit(limit)
     if tenant is not None:
         q = q.where(Token.tenant == tenant)
     if after is not None:
         q = q.where(Token.id > after)
     now = request.app.state.service.controller.clock()
     with request.app.state.service.sessions() as s:
-        return [_info(t, now) for t in s.scalars(q)]
+        return [token_info(t, now) for t in s.scalars(q)]
 
 
-def _info(t: Token, now: float) -> TokenInfo:
+def token_info(t: Token, now: float) -> TokenInfo:
     state: Literal["active", "expired", "revoked"] = "revoked" if t.revoked_at is not None else \
         "expired" if t.expires_at is not None and t.expires_at <= now else "active"
     return TokenInfo(id=t.id, tenant=t.tenant, label=t.label, created_at=t.created_at, expires_at=t.expires_at,
-                     revoked_at=t.revoked_at, state=state)
+                     revoked_at=t.revoked_at, state=state, service=t.service)

@@ -23,6 +23,8 @@ log = logging.getLogger("neocloud.auth")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}  # calls the audit log records, answered or refused
 NO_TOKEN = "no bearer token: send 'Authorization: Bearer TOKEN'. "
 UNKNOWN_TOKEN = "unknown, expired or revoked bearer token. "
+KEY_ELSEWHERE = ("a service key calls only its service, at /v1/services/TENANT/NAME/ (the gateway), never the rest "
+                 "of the API. ")
 GET_A_TOKEN = ("A tenant's token comes from its operator (`neocloud tenants token TENANT` with the admin token); "
                "the CLI takes it with `neocloud login --token TOKEN` or NEOCLOUD_TOKEN")
 
@@ -42,19 +44,20 @@ class Principal:
         return "admin" if self.tenant is None else self.tenant
 
 
-def identify(request: Request) -> Principal | None:
+def identify(request: Request, service: str | None = None) -> Principal | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return holder(request, token)
+    return holder(request, token, service)
 
 
-def holder(request: Request, token: str) -> Principal | None:
-    """Whose token this is, if anyone's (and if it is neither revoked nor expired)."""
+def holder(request: Request, token: str, service: str | None = None) -> Principal | None:
+    """Whose token this is, if anyone's (and if it is neither revoked nor expired); a service key
+    is someone's only for a call to its `service`."""
     if not token.strip():
         return None
-    return principal_of_digest(request, digest(token.strip()))
+    return principal_of_digest(request, digest(token.strip()), service)
 
 
 async def caller(request: Request) -> Principal:
@@ -63,13 +66,20 @@ async def caller(request: Request) -> Principal:
     A valid token is never refused: clients sharing an address (every job on a host shares its
     loopback) cannot lock each other out. Failures are counted per address and audited; past the
     limit they are answered 429 and no longer audited, so a flood of them costs little."""
-    who = identify(request)
+    return authenticate(request, None)
+
+
+def authenticate(request: Request, service: str | None) -> Principal:
+    """The caller of the API (`service` None) or of a service at the gateway, where its keys hold too."""
+    who = identify(request, service)
     if who is None:
-        if request.headers.get("authorization", "").strip():  # a credential that did not hold
+        sent = request.headers.get("authorization", "").strip()
+        if sent:  # a credential that did not hold
             check_rate(request)
             note_failure(request)
-        sent = bool(request.headers.get("authorization", "").strip())
-        raise HTTPException(401, (UNKNOWN_TOKEN if sent else NO_TOKEN) + GET_A_TOKEN,
+        key = sent.startswith("Bearer nck_") and request.app.state.service.controller.is_service_key(
+            digest(sent.partition(" ")[2].strip()))
+        raise HTTPException(401, (KEY_ELSEWHERE if key else UNKNOWN_TOKEN if sent else NO_TOKEN) + GET_A_TOKEN,
                             headers={"WWW-Authenticate": "Bearer"})
     return who
 
@@ -84,13 +94,14 @@ async def admin(request: Request) -> Principal:
     return who
 
 
-def principal_of_digest(request: Request, token_digest: str) -> Principal | None:
+def principal_of_digest(request: Request, token_digest: str, called: str | None = None) -> Principal | None:
     """Whose token has this digest, if it is still valid: the dashboard's sessions keep the digest,
-    never the token, and re-resolve it on every request so a revoked token stops working at once."""
+    never the token, and re-resolve it on every request so a revoked token stops working at once.
+    `called`: the service a gateway request is for, where that service's keys hold too."""
     service = request.app.state.service
     if hmac.compare_digest(token_digest, service.admin_digest):
         return Principal(None)
-    tenant = service.controller.tenant_of(token_digest)
+    tenant = service.controller.tenant_of(token_digest, called)
     return Principal(tenant) if tenant is not None else None
 
 

@@ -482,12 +482,18 @@ class TokenIn(Input):
     _expires = field_validator("expires_in", mode="before")(classmethod(lambda cls, v: seconds(v)))
 
 
+class ServiceKeyIn(TokenIn):
+    service: str = Field(default="*", max_length=63, pattern=rf"^(\*|{NAME[1:-1]})$",
+                         description="The service it calls, or '*' for any of the tenant's.")
+
+
 class TokenOut(BaseModel):
     id: int
     tenant: str
     label: str
     expires_at: float | None = Field(description="When it stops working (seconds since the epoch); never if null.")
     token: str = Field(description="Shown once; the server keeps only its digest.")
+    service: str | None = Field(default=None, description="A service key's service ('*': any of its tenant's).")
 
 
 class TokenInfo(BaseModel):
@@ -500,6 +506,7 @@ class TokenInfo(BaseModel):
     expires_at: float | None
     revoked_at: float | None
     state: Literal["active", "expired", "revoked"]
+    service: str | None = Field(default=None, description="A service key's service ('*': any of its tenant's).")
 
 
 class NodeAction(Input):

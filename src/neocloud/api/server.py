@@ -25,7 +25,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ExceptionHandler
 
-from neocloud.api import admin, auth, billing, capacity, code, gateway, goodput, guards, jobs, nodes, services
+from neocloud.api import (
+    admin,
+    auth,
+    billing,
+    capacity,
+    code,
+    gateway,
+    goodput,
+    guards,
+    jobs,
+    nodes,
+    service_keys,
+    services,
+)
 from neocloud.api.auth import MUTATING, FailureLimit, identify, unrecorded
 from neocloud.backends import Backend, make_backend
 from neocloud.backends.code import CodeStore
@@ -162,7 +175,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.twin_reports = []  # the dashboard's last two twin runs, side by side
     for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
                    admin.router, admin.tokens_router, dashboard.router, apidocs.router, code.router,
-                   services.router, gateway.router, services_page.router):
+                   services.router, service_keys.router, gateway.router, services_page.router):
         app.include_router(router)
     app.add_exception_handler(dashboard.Login, cast(ExceptionHandler, dashboard.login_redirect))
 

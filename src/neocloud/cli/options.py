@@ -9,6 +9,8 @@ import json
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from neocloud.cli.profiles import Credentials, resolve
 from neocloud.client import ApiError, Client
@@ -82,6 +84,17 @@ def print_json(data: Any) -> None:
 
 def when(t: float | None) -> str:
     return "" if t is None else dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def tokens_table(found: list[dict[str, Any]]) -> Table:
+    """Tokens or service keys as the API lists them: never their secrets."""
+    keys = any(t.get("service") for t in found)
+    table = Table("id", "tenant", *(["service"] if keys else []), "label", "created", "expires", "state")
+    for t in found:
+        table.add_row(str(t["id"]), t["tenant"], *([t["service"]] if keys else []), escape(t["label"]),
+                      when(t["created_at"]), when(t["expires_at"]) or "never",
+                      t["state"] if t["revoked_at"] is None else f"revoked {when(t['revoked_at'])}")
+    return table
 
 
 def describe_service(s: dict[str, Any]) -> str:

@@ -9,8 +9,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from neocloud.cli.main import console
-from neocloud.cli.options import Json, ProfileName, Server, Token, describe_service, print_json, services_app
+from neocloud.cli.main import console, err
+from neocloud.cli.options import (
+    Json,
+    ProfileName,
+    Server,
+    Token,
+    describe_service,
+    print_json,
+    services_app,
+    tokens_table,
+    when,
+)
 from neocloud.cli.options import client as _client
 from neocloud.cli.submission import read_submission, with_code
 
@@ -65,6 +75,49 @@ def services_stop(name: str, tenant: Tenant = None, as_json: Json = False, serve
                   token: Token = None, profile: ProfileName = None) -> None:
     """Stop the service: its replicas finish the requests they carry, then stop."""
     _print(_client(server, token, profile).stop_service(name, tenant), as_json)
+
+
+keys_app = typer.Typer(help="Service keys: tokens for those who call your services, and nothing else.",
+                       no_args_is_help=True)
+services_app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(service: Annotated[str, typer.Argument(help="The service it calls ('*': any of yours).")] = "*",
+                label: Annotated[str, typer.Option(help="A note to tell keys apart.")] = "",
+                expires_in: Annotated[Optional[str], typer.Option(
+                    help="Stop working after this long: seconds, or 90s, 30m, 2h, 30d (default: never).")] = None,
+                tenant: Tenant = None, as_json: Json = False, server: Server = None, token: Token = None,
+                profile: ProfileName = None) -> None:
+    """Make a key that calls the service through the gateway (and reaches nothing else of the API),
+    and print it: it is shown only this once."""
+    k = _client(server, token, profile).create_service_key(service, label, expires_in, tenant)
+    if as_json:
+        print_json(k)
+        return
+    err.print(f"service key {k['id']} of {k['tenant']} for {'any service' if service == '*' else service}, expires "
+              f"{when(k['expires_at']) or 'never'}; send it as 'Authorization: Bearer KEY' to "
+              f"/v1/services/{k['tenant']}/{'NAME' if service == '*' else service}/", highlight=False, markup=False)
+    print(k["token"])
+
+
+@keys_app.command("list")
+def keys_list(tenant: Tenant = None, as_json: Json = False, server: Server = None, token: Token = None,
+              profile: ProfileName = None) -> None:
+    """Your service keys: id, service, label, when made, when they expire, revoked or not (never the secrets)."""
+    found = _client(server, token, profile).service_keys(tenant)
+    if as_json:
+        print_json(found)
+        return
+    console.print(tokens_table(found))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (neocloud services keys list).")],
+                server: Server = None, token: Token = None, profile: ProfileName = None) -> None:
+    """Revoke a key: the gateway refuses it from now on."""
+    k = _client(server, token, profile).revoke_service_key(key_id)
+    console.print(f"service key {k['id']} of {k['tenant']} revoked", highlight=False)
 
 
 def _print(s: dict[str, Any], as_json: bool) -> None:

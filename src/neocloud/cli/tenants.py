@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from neocloud.cli.main import app, console, err
-from neocloud.cli.options import Json, ProfileName, Server, Token, print_json, tenant_app
+from neocloud.cli.options import Json, ProfileName, Server, Token, print_json, tenant_app, tokens_table
 from neocloud.cli.options import client as _client
 from neocloud.cli.options import when as _when
 
@@ -62,11 +62,7 @@ def tenants_tokens(name: Annotated[Optional[str], typer.Argument(
     if as_json:
         print_json(found)
         return
-    table = Table("id", "tenant", "label", "created", "expires", "state")
-    for t in found:
-        table.add_row(str(t["id"]), t["tenant"], escape(t["label"]), _when(t["created_at"]), _when(t["expires_at"]) or "never",
-                      t["state"] if t["revoked_at"] is None else f"revoked {_when(t['revoked_at'])}")
-    console.print(table)
+    console.print(tokens_table(found))
 
 
 @tenant_app.command("revoke")

@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from neocloud.backends.base import Backend
@@ -31,6 +32,7 @@ from neocloud.sched.scheduler import Scheduler
 from neocloud.store.tables import ContractRow, JobRow, PriceRow, ServiceRow, Tenant, Token
 
 T = TypeVar("T")
+MAX_KEYS = 100  # live service keys a tenant may hold: each is kept in memory
 NODE_ACTIONS = {"cordon": Stage.CORDONED, "drain": Stage.DRAINING, "uncordon": Stage.PRODUCTION}
 
 
@@ -65,6 +67,7 @@ class Commands:
     tenants: set[str]
     tokens: dict[str, str]  # digest -> tenant, of tokens not revoked
     token_expiry: dict[str, float]  # digest -> when it stops working, of tokens that expire
+    key_scope: dict[str, str]  # digest -> the service it calls ('*': any), of service keys
     only_tenant: str | None
     clock: Callable[[], float]
 
@@ -241,46 +244,67 @@ class Commands:
 
         return self.call(run)
 
-    def create_token(self, tenant: str, label: str, expires_in: float | None = None) -> Future[tuple[str, Token]]:
-        """A new token for the tenant: the secret is returned once, only its digest is kept."""
-        token = "nct_" + secrets.token_urlsafe(32)
+    def create_token(self, tenant: str, label: str, expires_in: float | None = None,
+                     service: str | None = None) -> Future[tuple[str, Token]]:
+        """A new token for the tenant, or with `service` a service key (for that service, '*': for
+        any of the tenant's) that only the gateway takes: the secret is returned once, only its digest
+        is kept."""
+        token = ("nck_" if service is not None else "nct_") + secrets.token_urlsafe(32)
 
         def run(s: Session, now: float) -> tuple[str, Token]:
             if tenant not in self.tenants:
                 raise NotFound(f"no tenant {tenant!r}")
+            live = select(func.count()).select_from(Token).where(
+                Token.tenant == tenant, Token.service.is_not(None), Token.revoked_at.is_(None),
+                or_(Token.expires_at.is_(None), Token.expires_at > now))
+            if service is not None and (s.scalar(live) or 0) >= MAX_KEYS:
+                raise Conflict(f"tenant {tenant!r} has {MAX_KEYS} live service keys, the most it may: revoke "
+                               "some (`neocloud services keys revoke ID`)")
             d = digest(token)
-            row = Token(tenant=tenant, digest=d, label=label, created_at=now,
+            row = Token(tenant=tenant, digest=d, label=label, created_at=now, service=service,
                         expires_at=None if expires_in is None else now + expires_in)
             s.add(row)
             if row.expires_at is not None:
                 self.token_expiry[d] = row.expires_at
+            if service is not None:
+                self.key_scope[d] = service
             self.tokens[d] = tenant
             return token, row
 
         return self.call(run)
 
-    def revoke_token(self, token_id: int, tenant: str | None) -> Future[Token]:
-        """Revoke a token (the admin's any, a tenant's only its own): refused from this turn on."""
+    def revoke_token(self, token_id: int, tenant: str | None, key: bool | None = None) -> Future[Token]:
+        """Revoke a token (the admin's any, a tenant's only its own; `key` True: only a service key,
+        False: only an API token): refused from this turn on."""
         def run(s: Session, now: float) -> Token:
             row = s.get(Token, token_id)
-            if row is None or (tenant is not None and row.tenant != tenant):
-                raise NotFound(f"no token {token_id}")
+            if row is None or (tenant is not None and row.tenant != tenant) or \
+                    (key is not None and key != (row.service is not None)):
+                raise NotFound(f"no {'service key' if key else 'token'} {token_id}")
             if row.revoked_at is None:
                 row.revoked_at = now
             self.tokens.pop(row.digest, None)
             self.token_expiry.pop(row.digest, None)
+            self.key_scope.pop(row.digest, None)
             return row
 
         return self.call(run)
 
-    def tenant_of(self, token_digest: str) -> str | None:
+    def tenant_of(self, token_digest: str, service: str | None = None) -> str | None:
         """The tenant whose token has this digest, unless it was revoked or has expired (by the
-        controller's clock, at each call: an expired token is refused at once)."""
+        controller's clock, at each call: an expired token is refused at once). A service key
+        holds only for a call to its service (`service`, at the gateway), never for the API."""
         tenant = self.tokens.get(token_digest)
         if tenant is None:
             return None
+        scope = self.key_scope.get(token_digest)
+        if scope is not None and (service is None or scope not in ("*", service)):
+            return None
         expires = self.token_expiry.get(token_digest)
         return tenant if expires is None or self.clock() < expires else None
+
+    def is_service_key(self, token_digest: str) -> bool:
+        return token_digest in self.key_scope
 
     def audit(self, entry: dict[str, Any]) -> Future[None]:
         return self.call(lambda s, now: records.audit(s, {"at": now, **entry}), checked=True)

@@ -136,6 +136,7 @@ class Controller(Commands):
         self.checks = Checks(self.schedule, self.nodes, self.jobs, self.backend, self.new_id, self.check_command)
         self.tokens: dict[str, str] = {}
         self.token_expiry: dict[str, float] = {}
+        self.key_scope: dict[str, str] = {}  # a service key's digest: the service it calls ('*': any)
         self.tenants: set[str] = set()
         self._next_id = 1  # job ids are given here, not by the database: this loop is its only writer
 

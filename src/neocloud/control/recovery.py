@@ -41,6 +41,7 @@ def recover(c: Controller) -> None:
         live = list(s.scalars(select(Token).where(Token.revoked_at.is_(None))))
         c.tokens = {t.digest: t.tenant for t in live}
         c.token_expiry = {t.digest: t.expires_at for t in live if t.expires_at is not None}
+        c.key_scope = {t.digest: t.service for t in live if t.service is not None}
         c._next_id = (s.scalar(select(func.max(JobRow.id))) or 0) + 1
         c.nodes.load(s, now)
         c.billing.load(s)

@@ -25,7 +25,7 @@ class Tenant(Base):
 
 
 class Token(Base):
-    """A tenant's API token, kept only as its SHA-256 digest; it may expire, and be revoked."""
+    """A tenant's API token or service key, kept only as its SHA-256 digest; it may expire, and be revoked."""
 
     __tablename__ = "tokens"
 
@@ -36,6 +36,8 @@ class Token(Base):
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: never
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # A service key: the gateway takes it for this service of its tenant ('*': any), the API never.
+    service: Mapped[str | None] = mapped_column(String(63), nullable=True)
 
 
 class JobRow(Base):
