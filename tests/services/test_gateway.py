@@ -141,6 +141,37 @@ def test_a_service_key_calls_its_service_and_nothing_else_until_revoked(srv: Ser
     assert bad.value.status == 422
 
 
+def test_a_port_another_tenant_took_keeps_the_replica_out_of_rotation(srv: Server, team: tuple,
+                                                                      tmp_path: Path) -> None:
+    c, token, code = team
+    c.submit(_service("squatted", code, command="exec sleep 600"))  # it never listens on its port itself
+
+    def replica() -> dict[str, Any]:
+        return c._call("GET", "/v1/services/squatted")["replica_list"][0]
+
+    port = int(wait_for(lambda: replica()["address"]).rpartition(":")[2])
+    admin = srv.client()
+    admin.create_tenant("svc-squatter")
+    squatter = srv.client(admin.create_token("svc-squatter", "test"))
+    shutil.copy(REPLICA, tmp_path / "replica.py")
+    job = squatter.submit({"name": "squat", "gpus": 0.1, "command": f"PORT={port} exec python3 replica.py",
+                           "code": squatter.upload_code(pack(tmp_path))})["id"]
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(answers, timeout=30)  # the squatter holds the port, and would answer the probe
+    held = wait_for(lambda: (r := replica())["problem"] and r)
+    assert "another tenant's process holds the port" in held["problem"] and not held["ready"]
+    with pytest.raises(httpx.ReadTimeout):  # the request waits for a ready replica: it never reaches the squatter
+        _call(srv, token, "squatted/", timeout=1.0)
+    assert not replica()["ready"]
+    squatter.cancel(job)
+
+
 def test_scaling_up_and_down_and_stopping(srv: Server, team: tuple) -> None:
     c, token, code = team
     c.submit(_service("elastic", code, replicas=1))

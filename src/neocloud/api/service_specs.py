@@ -82,6 +82,7 @@ class ReplicaOut(BaseModel):
     in_flight: int
     address: str | None = Field(description="host:port where it listens, while it runs.")
     node: str | None
+    problem: str | None = Field(default=None, description="Why it is not probed: what keeps it out of rotation.")
 
 
 class ServiceOut(BaseModel):

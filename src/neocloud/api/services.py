@@ -49,7 +49,8 @@ def service_out(request: Request, row: ServiceRow, jobs: list[JobRow] | None = N
         jobs = replica_jobs(request, [row])[row.id]
     replicas = [ReplicaOut(job=j.id, state=j.state, generation=j.generation or 0,
                            ready=bool(e and e.ready), draining=bool(e and e.draining), in_flight=e.in_flight if e else 0,
-                           address=j.address, node=(j.placement or [{}])[0].get("node"))
+                           address=j.address, node=(j.placement or [{}])[0].get("node"),
+                           problem=e.problem if e else None)
                 for j in jobs for e in [endpoints.get(j.id)]]
     return ServiceOut(name=row.name, tenant=row.tenant, state=row.state, generation=row.generation,  # type: ignore[arg-type]
                       replicas=row.replicas, ready=sum(r.ready for r in replicas),

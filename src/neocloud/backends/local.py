@@ -41,6 +41,7 @@ from neocloud.backends.cgroups import Cgroup, available
 from neocloud.backends.code import unpack
 from neocloud.backends.container import Containers
 from neocloud.backends.identity import Identity, tenant_identity
+from neocloud.backends.listeners import listening_uids
 from neocloud.backends.sandbox import Sandbox, tools
 from neocloud.backends.spawner import start_time
 from neocloud.errors import NeocloudError
@@ -156,6 +157,15 @@ class LocalBackend:
     def service_address(self, node: str) -> str:
         """Where a service's replica listens (its $PORT): a port free on this host's loopback now."""
         return f"127.0.0.1:{_free_port()}"
+
+    def listens_as(self, tenant: str, address: str) -> bool:
+        """Whether what listens at a replica's `address` is the tenant's own: with tenants apart,
+        every socket on its port must be the tenant's user's (another tenant's process may have
+        taken a port its replica was given). With them together, any listener is."""
+        if not self.as_tenants:
+            return True
+        uids = listening_uids(int(address.rpartition(":")[2]))
+        return bool(uids) and uids == {tenant_identity(tenant).uid}
 
     def image_missing(self, image: str) -> str | None:
         """Why `image` cannot run on this machine (every node of this backend), or None: asked at

@@ -129,5 +129,6 @@ def _print(s: dict[str, Any], as_json: bool) -> None:
         table = Table("job", "state", "generation", "ready", "node", "address", "in flight")
         for r in s["replica_list"]:
             table.add_row(str(r["job"]), r["state"] + (" (draining)" if r["draining"] else ""), str(r["generation"]),
-                          "yes" if r["ready"] else "no", r["node"] or "", r["address"] or "", str(r["in_flight"]))
+                          "yes" if r["ready"] else f"no: {r['problem']}" if r.get("problem") else "no", r["node"] or "",
+                          r["address"] or "", str(r["in_flight"]))
         console.print(table)

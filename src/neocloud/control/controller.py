@@ -115,7 +115,7 @@ class Controller(Commands):
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self.forecasts = Forecasts()
-        self.prober = Prober(lambda: self.endpoints)
+        self.prober = Prober(lambda: self.endpoints, getattr(self.backend, "listens_as", None))
         self.metering = Metering(self.metrics.registry)  # the gateway's counts, kept across a rebuild
         self._metered_at = float("-inf")
         self._reset()

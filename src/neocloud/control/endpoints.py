@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 FAILS_TO_UNREADY = 2  # probes in a row that fail before a ready replica leaves the rotation
 
@@ -24,6 +25,19 @@ class Endpoint:
     in_flight: int = 0
     served: int = 0  # requests answered, for the autoscaler's rate
     fails: int = 0  # probes in a row that failed
+    problem: str | None = None  # why its last probe was not even sent
+
+
+class Target(NamedTuple):
+    """A replica to probe."""
+
+    service_id: int
+    job_id: int
+    tenant: str
+    address: str
+    url: str
+    ready: bool
+    problem: str | None
 
 
 @dataclass(slots=True)
@@ -117,20 +131,22 @@ class Endpoints:
             return woken
 
     # -- the prober's -------------------------------------------------------------------------
-    def targets(self) -> list[tuple[int, int, str]]:
-        """(service, job, url) of every replica that listens somewhere and is not being drained."""
+    def targets(self) -> list[Target]:
+        """Every replica that listens somewhere and is not being drained."""
         with self._lock:
-            return [(r.id, e.job_id, f"http://{e.address}{r.readiness}") for r in self._by_id.values()
-                    for e in r.replicas.values() if e.address is not None and not e.draining]
+            return [Target(r.id, e.job_id, r.tenant, e.address, f"http://{e.address}{r.readiness}", e.ready, e.problem)
+                    for r in self._by_id.values() for e in r.replicas.values()
+                    if e.address is not None and not e.draining]
 
-    def probed(self, service_id: int, job_id: int, ok: bool) -> None:
+    def probed(self, service_id: int, job_id: int, ok: bool, problem: str | None = None) -> None:
         with self._lock:
             route = self._by_id.get(service_id)
             ep = None if route is None else route.replicas.get(job_id)
             if ep is None:
                 return
             ep.fails = 0 if ok else ep.fails + 1
-            ready = ok or (ep.ready and ep.fails < FAILS_TO_UNREADY)
+            ep.problem = problem
+            ready = ok or (ep.ready and ep.fails < FAILS_TO_UNREADY and problem is None)
             if ready != ep.ready:
                 ep.ready = ready
                 self._changed.add(service_id)

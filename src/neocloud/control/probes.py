@@ -1,25 +1,35 @@
 """Readiness probes: each replica that listens is asked its readiness path (an HTTP GET, 2xx or
 3xx is ready) every PROBE_S, off the loop, many at once; the answers go to `Endpoints`, whose
-changes the loop reads at its next turn."""
+changes the loop reads at its next turn.
+
+Before a replica is first found ready (and each time it is again), the backend is asked whether
+what listens at its address is its tenant's own: another tenant's process that took the port the
+replica was given (before it listened, or after it died) would otherwise get its callers' requests."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from neocloud.control.endpoints import Endpoints
+from neocloud.control.endpoints import Endpoints, Target
+from neocloud.errors import NeocloudError
 
+log = logging.getLogger("neocloud.probes")
 PROBE_S = 0.5
 TIMEOUT_S = 2.0
 WORKERS = 16
+Owner = Callable[[str, str], bool]  # (tenant, address): whether what listens there is the tenant's
+NOT_ITS_OWN = "what listens at its address is not its tenant's: another tenant's process holds the port"
 
 
 class Prober:
-    def __init__(self, endpoints: Callable[[], Endpoints]) -> None:
+    def __init__(self, endpoints: Callable[[], Endpoints], owner: Owner | None = None) -> None:
         self.endpoints = endpoints  # the controller's current table (it is rebuilt after a store failure)
+        self.owner = owner  # None: the backend cannot tell, and any listener is taken for the replica
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="neocloud-probe")
@@ -40,11 +50,20 @@ class Prober:
         while not self._halt.wait(PROBE_S):
             table = self.endpoints()
             targets = table.targets()
-            for (service_id, job_id, _), ok in zip(targets, self._pool.map(self._probe, [t[2] for t in targets])):
-                table.probed(service_id, job_id, ok)
+            for t, (ok, problem) in zip(targets, self._pool.map(self._probe, targets)):
+                if problem is not None and problem != t.problem:
+                    log.warning("service replica job %d at %s: %s", t.job_id, t.address, problem)
+                table.probed(t.service_id, t.job_id, ok, problem)
 
-    def _probe(self, url: str) -> bool:
+    def _probe(self, t: Target) -> tuple[bool, str | None]:
+        if not t.ready and self.owner is not None:
+            try:
+                own = self.owner(t.tenant, t.address)
+            except (OSError, ValueError, NeocloudError) as e:
+                return False, f"cannot tell whose its listener is: {e}"
+            if not own:
+                return False, NOT_ITS_OWN
         try:
-            return self._http.get(url).status_code < 400
+            return self._http.get(t.url).status_code < 400, None
         except httpx.HTTPError:
-            return False
+            return False, None
