@@ -52,7 +52,7 @@ class H(BaseHTTPRequestHandler):
         self.wfile.write(b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok")  # one segment: no delayed ACK
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer.request_queue_size = 1024
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
 '''
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 THREADS = 32
@@ -176,7 +176,7 @@ def main() -> None:
         model_rows = []
         if args.vllm_python and args.vllm_model:
             cmd = (f"exec {args.vllm_python} -m vllm.entrypoints.openai.api_server --model {args.vllm_model} "
-                   "--host 127.0.0.1 --port $PORT --dtype float32 --served-model-name smol --enforce-eager "
+                   "--host $HOST --port $PORT --dtype float32 --served-model-name smol --enforce-eager "
                    "--kv-cache-memory-bytes 512M --max-model-len 2048")
             env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
                    "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}

@@ -100,6 +100,23 @@ def test_another_tenants_token_finds_no_service(srv: Server, team: tuple) -> Non
     assert _call(srv, ADMIN, "private/").status_code == 200  # the operator reaches every service
 
 
+@pytest.mark.parametrize("bad, says", [
+    ({"array": "0-3"}, "a service runs until stopped, so it takes no a job array"),
+    ({"replicas": 2, "autoscale": {"max": 3, "target": 4}}, "give replicas or autoscale, not both"),
+    ({"env": {"PORT": "80"}}, "environment variable PORT may not be set"),
+    ({"env": {"HOST": "0.0.0.0"}}, "environment variable HOST may not be set"),
+    ({"priority": "spot"}, "a service is never spot"),
+    ({"gpus": 2, "gpus_per_node": 1}, "a replica runs on one node"),
+    ({"autoscale": {"min": 3, "max": 2, "target": 1}}, "min (3) is above max (2)"),
+    ({"readiness": {"path": "health"}}, "a URL path beginning with '/'"),
+])
+def test_a_bad_service_spec_is_refused_saying_what_to_fix(srv: Server, team: tuple, bad: dict, says: str) -> None:
+    c, token, code = team
+    answer = httpx.post(f"{srv.url}/v1/jobs", json={**_service("bad", code), **bad},
+                        headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 422 and says in answer.text, answer.text
+
+
 def test_a_service_key_calls_its_service_and_nothing_else_until_revoked(srv: Server, team: tuple) -> None:
     c, token, code = team
     c.submit(_service("keyed", code))
@@ -154,8 +171,8 @@ def test_a_port_another_tenant_took_keeps_the_replica_out_of_rotation(srv: Serve
     admin.create_tenant("svc-squatter")
     squatter = srv.client(admin.create_token("svc-squatter", "test"))
     shutil.copy(REPLICA, tmp_path / "replica.py")
-    job = squatter.submit({"name": "squat", "gpus": 0.1, "command": f"PORT={port} exec python3 replica.py",
-                           "code": squatter.upload_code(pack(tmp_path))})["id"]
+    job = squatter.submit({"name": "squat", "gpus": 0.1, "code": squatter.upload_code(pack(tmp_path)),
+                           "command": f"HOST=127.0.0.1 PORT={port} exec python3 replica.py"})["id"]
 
     def answers() -> bool:
         try:
@@ -352,6 +369,28 @@ def test_the_dashboards_service_page_shows_replicas_rate_and_tokens_to_their_ten
     assert 'class="n rps">0.00<' not in section  # three in the last minute
     srv.client().create_tenant("svc-viewer")
     assert "service-svc-team-shown" not in page(srv.client().create_token("svc-viewer", "test"))
+
+
+def test_a_service_takes_the_room_of_spot_work_and_is_never_spot(tmp_path: Path) -> None:
+    with serving(Server(tmp_path / "data", None)) as own:
+        c = own.client()
+        spot = [c.submit({"name": f"spot{i}", "gpus": 8, "priority": "spot", "command": "sleep 600"})["id"]
+                for i in range(2)]  # the whole fleet
+
+        def state(job: int) -> str:
+            return c._call("GET", f"/v1/jobs/{job}")["state"]
+
+        wait_for(lambda: [state(j) for j in spot] == ["RUNNING", "RUNNING"], timeout=30)
+        code = tmp_path / "code"
+        code.mkdir()
+        shutil.copy(REPLICA, code / "replica.py")
+        digest = c.upload_code(pack(code))
+        c.submit(_service("urgent", digest, gpus=1))
+        _ready(c, "urgent", 1)
+        assert sorted(state(j) for j in spot) == ["PENDING", "RUNNING"]  # one spot job made room, then waits
+        with pytest.raises(ApiError) as refused:
+            c.submit(_service("cheap", digest, priority="spot"))
+        assert refused.value.status == 422 and "never spot" in str(refused.value)
 
 
 def test_a_restarted_server_keeps_its_services_and_their_replicas(tmp_path: Path) -> None:

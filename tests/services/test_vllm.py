@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not (PYTHON and MODEL and Path(PYTHON).exists() 
                                        "(DIR/venv/bin/python) and NEOCLOUD_TEST_VLLM_MODEL (DIR/model)")
 PROMPT, COMPLETION = Decimal("1000"), Decimal("10000")  # dollars a million tokens: a few tokens cost cents
 ENGINE = ("exec {python} -m vllm.entrypoints.openai.api_server --model {model} --served-model-name smol"
-          " --host 127.0.0.1 --port $PORT --dtype float32 --enforce-eager --kv-cache-memory-bytes 512M"
+          " --host $HOST --port $PORT --dtype float32 --enforce-eager --kv-cache-memory-bytes 512M"
           " --max-model-len 2048")
 QUIET = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "OMP_NUM_THREADS": "1",
          "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # the engine in the API server's process: one core's worth

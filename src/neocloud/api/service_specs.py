@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -38,8 +39,15 @@ class Autoscale(Input):
 
 
 class Readiness(Input):
-    path: str = Field(default="/health", pattern=PATH,
+    path: str = Field(default="/health", max_length=255,
                       description="Asked by GET until it answers 2xx or 3xx: only then does the replica get requests.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not re.fullmatch(PATH, v):
+            raise ValueError("a URL path beginning with '/' (letters, digits and URL punctuation), e.g. /health")
+        return v
 
 
 class ServiceSpec(JobSpec):
@@ -61,9 +69,13 @@ class ServiceSpec(JobSpec):
                                      "submit a job (no `kind: service`) for that")
             if "replicas" in data and data.get("autoscale") is not None:
                 raise ValueError("give replicas or autoscale, not both")
-            if "PORT" in (data.get("env") or {}):
-                raise ValueError("environment variable PORT may not be set by a service spec: neocloud gives "
-                                 "each replica its port there")
+            if data.get("priority") == "spot":
+                raise ValueError("priority: a service is never spot, which any job may preempt: leave priority "
+                                 "out (on-demand, or reserved within your contract)")
+            for name in ("HOST", "PORT"):
+                if name in (data.get("env") or {}):
+                    raise ValueError(f"environment variable {name} may not be set by a service spec: neocloud gives "
+                                     "each replica the address to listen on in HOST and PORT")
         return data
 
     @model_validator(mode="after")

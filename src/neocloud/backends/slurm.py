@@ -110,6 +110,7 @@ class SlurmBackend:
         self._lock = threading.Lock()
         self.bundles = Bundles(self.root, devices)
         self._gpus: dict[str, int] = {}  # each node's GPU count, as the last inventory found it
+        self._addresses: dict[str, str] = {}  # each node's NodeAddr, where its replicas are reached
 
     # -- the cluster ------------------------------------------------------------------------------
     def inventory(self) -> Fleet:
@@ -130,6 +131,7 @@ class SlurmBackend:
             fleet.nodes.append(Node(len(fleet.nodes), n["name"], gpu_type(model) if count else None, count,
                                     index[leaf_of.get(n["name"], "default")]))
         self._gpus = {n.name: n.gpus for n in fleet.nodes}
+        self._addresses = {n["name"]: n.get("address") or n["name"] for n in nodes}
         return fleet
 
     def drained(self) -> dict[str, str]:
@@ -226,9 +228,9 @@ class SlurmBackend:
                            task.checkpoint_dir, gpus, args)
 
     def service_address(self, node: str) -> str:
-        """Where a service's replica on `node` listens (its $PORT): a port drawn from 20000-29999,
-        as no one here can ask the node which are free."""
-        return f"{node}:{20000 + secrets.randbelow(10000)}"
+        """Where a service's replica on `node` is reached: the node's address in Slurm (NodeAddr)
+        and a port (its $PORT) drawn from 20000-29999, as no one here can ask the node which are free."""
+        return f"{self._addresses.get(node, node)}:{20000 + secrets.randbelow(10000)}"
 
     def image_missing(self, image: str) -> str | None:
         """Why `image` cannot run on this cluster, or None: asked at submit, so that a missing image

@@ -138,7 +138,7 @@ class Jobs:
             env["NEOCLOUD_ARRAY_JOB_ID"] = str(row.array_job)
             env["NEOCLOUD_ARRAY_INDEX"] = str(row.array_index)
         if row.address is not None:
-            env["PORT"] = row.address.rsplit(":", 1)[1]
+            env["HOST"], _, env["PORT"] = row.address.rpartition(":")  # where the gateway reaches it
             env["NEOCLOUD_SERVICE"] = row.name
         job = job_of(str(row.id), row.tenant, spec, row.submitted_at)
         return Task(row.id, row.attempts, command, env,
