@@ -55,7 +55,10 @@ def test_a_rank_in_an_image_runs_as_its_tenant_and_sees_only_its_own(tmp_path: P
                                  who, work, None, (0, 1), f"neocloud-test-{os.getpid()}")
     assert "s3cret" not in " ".join(rank.argv)  # never in arguments every user can read
     proc = _start(rank.argv, text, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        subprocess.run(rank.after or [], capture_output=True)  # as the supervisor does once podman has ended
     assert proc.returncode == 0, err
     lines = out.splitlines()
     assert lines[:4] == ["uid=65534 cwd=/job home=/job secret=s3cret cuda=0,1", "gpus=nvidia0 nvidia1 nvidiactl ",
@@ -81,9 +84,13 @@ def test_a_graceful_stop_reaches_the_rank_s_own_process_in_the_image(tmp_path: P
                                                        "while :; do sleep 0.1; done"],
                                    {}, None, work, None, (), f"neocloud-test-stop-{os.getpid()}")
     proc = _start(rank.argv, text, stdout=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    proc.send_signal(signal.SIGTERM)  # as the supervisor's graceful stop does
-    assert proc.wait(timeout=60) == 7 and proc.stdout.read() == "stopped\n"
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        assert rank.stop_top
+        proc.send_signal(signal.SIGTERM)  # as the supervisor's graceful stop does: to podman alone
+        assert proc.wait(timeout=60) == 7 and proc.stdout.read() == "stopped\n"  # once, with its own status
+    finally:
+        subprocess.run(rank.after or [], capture_output=True)
 
 
 def test_the_local_backend_runs_a_rank_in_its_image_stops_it_gracefully_and_refuses_a_missing_one(
@@ -112,8 +119,9 @@ def test_the_local_backend_runs_a_rank_in_its_image_stops_it_gracefully_and_refu
         out = backend.log_path(1, 0, "stdout").read_text()
         uid = out.split(" as ")[1].split()[0]
         assert out.startswith("in 12.") and out.endswith("with s3\n") and uid != "0"
-        assert backend.log_path(2, 0, "stdout").read_text() == "up\nstopping\n"
+        assert backend.log_path(2, 0, "stdout").read_text() == "up\nstopping\n"  # the stop came once
         assert Cgroup.leftovers(backend.instance) == []
+        assert backend.containers.leftovers(f"neocloud-{backend.instance}-") == []  # removed once ended
     finally:
         backend.reap_orphans(set())
         backend.close()

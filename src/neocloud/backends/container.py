@@ -63,7 +63,7 @@ class Containers:
             raise NeocloudError("podman is not installed on this node (apt install podman runc)")
         paths = {"HOME": WORK, **({"NEOCLOUD_CHECKPOINT_DIR": CHECKPOINT} if checkpoint is not None else {})}
         inside = {"PATH": SAFE_PATH, **env, **paths}
-        argv = [self.podman, "--runtime", self.runtime, "run", "--rm", "--name", name, "--pull=never", "--init",
+        argv = [self.podman, "--runtime", self.runtime, "run", "--name", name, "--pull=never", "--init",
                 "--network=host", "--hostname=job", "--ipc=private", "--pid=private",
                 "--cap-drop=all", "--security-opt=no-new-privileges", "--ulimit=nofile=1024:1024",
                 "--ulimit=nproc=4096:4096", "--env-file", f"/dev/fd/{ENV_FD}", "--workdir", WORK,
@@ -78,11 +78,15 @@ class Containers:
             if (self.devices / d).exists():
                 argv += ["--device", f"{self.devices / d}:/dev/{d}"]
         argv += ["--", image, *command]
-        return Rank(argv, {"PATH": SAFE_PATH}, "/"), env_file(inside)
+        # Not `--rm`: its removal races podman's wait for the exit status, which is then lost (0), and
+        # may stop the container a second time. The supervisor removes it once podman has answered.
+        # A graceful stop goes to podman alone: its signal proxy hands it to the rank, once.
+        return Rank(argv, {"PATH": SAFE_PATH}, "/", stop_top=True,
+                    after=[self.podman, "rm", "--force", "--ignore", "--time=0", name]), env_file(inside)
 
     def leftovers(self, prefix: str) -> list[str]:
         """Containers named `prefix`..., running or not: a rank's podman killed with its server
-        leaves its container behind (its --rm is podman's own doing)."""
+        leaves its container behind (the supervisor removes it once podman has ended)."""
         if self.podman is None:
             return []
         try:

@@ -148,7 +148,7 @@ class LocalBackend:
             cgroup = {"instance": self.instance, "name": name,
                       "cpu_milli": task.cpu_milli, "memory_mib": task.memory_mib} if self.cgroups else None
             ranks.append({"argv": how.argv, "env": how.env, "cwd": how.cwd, "fd_args": how.fd_args, "fd_text": env_text,
-                          "spare_top": how.spare_top, "dirs": dirs, "cgroup": cgroup,
+                          "spare_top": how.spare_top, "stop_top": how.stop_top, "after": how.after, "dirs": dirs, "cgroup": cgroup,
                           "pid_file": f"{stem}.pid", "exit_file": f"{stem}.exit",
                           "stdout": str(self.log_path(task.job_id, rank, "stdout")),
                           "stderr": str(self.log_path(task.job_id, rank, "stderr"))})
@@ -158,14 +158,14 @@ class LocalBackend:
         """Where a service's replica listens (its $PORT): a port free on this host's loopback now."""
         return f"127.0.0.1:{_free_port()}"
 
-    def listens_as(self, tenant: str, address: str) -> bool:
-        """Whether what listens at a replica's `address` is the tenant's own: with tenants apart,
-        every socket on its port must be the tenant's user's (another tenant's process may have
-        taken a port its replica was given). With them together, any listener is."""
+    def listens_as(self, tenant: str, address: str) -> bool | None:
+        """Whether what listens at a replica's `address` is the tenant's own (None: nothing does):
+        with tenants apart, every socket on its port must be the tenant's user's, as another
+        tenant's process may have taken a port its replica was given. With them together, any is."""
         if not self.as_tenants:
             return True
         uids = listening_uids(int(address.rpartition(":")[2]))
-        return bool(uids) and uids == {tenant_identity(tenant).uid}
+        return uids == {tenant_identity(tenant).uid} if uids else None
 
     def image_missing(self, image: str) -> str | None:
         """Why `image` cannot run on this machine (every node of this backend), or None: asked at

@@ -36,6 +36,8 @@ class Rank:
     cwd: str
     fd_args: list[str] | None = None
     spare_top: bool = False  # the first process is bubblewrap's monitor: a graceful stop spares it
+    stop_top: bool = False  # a graceful stop signals the first process alone, which carries it on (podman)
+    after: list[str] | None = None  # run once the rank has ended (podman's container removed)
 
 
 def tools() -> tuple[str | None, str | None]:

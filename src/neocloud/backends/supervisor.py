@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from typing import Any, NoReturn
@@ -76,7 +77,10 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
         starts, the rank may still be on its way in (bubblewrap, setpriv, env: a signal then may be
         lost): it is signalled once its own command runs."""
         deadline = time.monotonic() + GRACE_S
-        if cgroup is None:
+        if rank.get("stop_top"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        elif cgroup is None:
             _killpg(pid, signal.SIGTERM)
         else:
             while time.monotonic() < deadline:
@@ -98,6 +102,9 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
     kill()  # what the rank left running in the background goes with it
+    if rank.get("after"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(rank["after"], stdin=null, stdout=null, stderr=null, timeout=120)
     for t in pumps:
         t.join(timeout=30)
     if cgroup is not None:

@@ -2,9 +2,10 @@
 3xx is ready) every PROBE_S, off the loop, many at once; the answers go to `Endpoints`, whose
 changes the loop reads at its next turn.
 
-Before a replica is first found ready (and each time it is again), the backend is asked whether
-what listens at its address is its tenant's own: another tenant's process that took the port the
-replica was given (before it listened, or after it died) would otherwise get its callers' requests."""
+When a replica that is not ready answers its probe, the backend is asked whether what listens at
+its address is its tenant's own, before it takes requests: another tenant's process that took the
+port the replica was given (before it listened, or after it died) would otherwise get its callers'
+requests. Once the tenant's own listener holds the port, no other user's socket can take it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ log = logging.getLogger("neocloud.probes")
 PROBE_S = 0.5
 TIMEOUT_S = 2.0
 WORKERS = 16
-Owner = Callable[[str, str], bool]  # (tenant, address): whether what listens there is the tenant's
+Owner = Callable[[str, str], bool | None]  # (tenant, address): is what listens there the tenant's (None: none)
 NOT_ITS_OWN = "what listens at its address is not its tenant's: another tenant's process holds the port"
 
 
@@ -56,14 +57,14 @@ class Prober:
                 table.probed(t.service_id, t.job_id, ok, problem)
 
     def _probe(self, t: Target) -> tuple[bool, str | None]:
-        if not t.ready and self.owner is not None:
-            try:
-                own = self.owner(t.tenant, t.address)
-            except (OSError, ValueError, NeocloudError) as e:
-                return False, f"cannot tell whose its listener is: {e}"
-            if not own:
-                return False, NOT_ITS_OWN
         try:
-            return self._http.get(t.url).status_code < 400, None
+            ok = self._http.get(t.url).status_code < 400
         except httpx.HTTPError:
             return False, None
+        if not ok or t.ready or self.owner is None:
+            return ok, None
+        try:
+            own = self.owner(t.tenant, t.address)
+        except (OSError, ValueError, NeocloudError) as e:
+            return False, f"cannot tell whose its listener is: {e}"
+        return (True, None) if own else (False, None) if own is None else (False, NOT_ITS_OWN)
