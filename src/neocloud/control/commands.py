@@ -254,10 +254,9 @@ class Commands:
         def run(s: Session, now: float) -> tuple[str, Token]:
             if tenant not in self.tenants:
                 raise NotFound(f"no tenant {tenant!r}")
-            live = select(func.count()).select_from(Token).where(
-                Token.tenant == tenant, Token.service.is_not(None), Token.revoked_at.is_(None),
-                or_(Token.expires_at.is_(None), Token.expires_at > now))
-            if service is not None and (s.scalar(live) or 0) >= MAX_KEYS:
+            if service is not None and (s.scalar(select(func.count()).select_from(Token).where(
+                    Token.tenant == tenant, Token.service.is_not(None), Token.revoked_at.is_(None),
+                    or_(Token.expires_at.is_(None), Token.expires_at > now))) or 0) >= MAX_KEYS:
                 raise Conflict(f"tenant {tenant!r} has {MAX_KEYS} live service keys, the most it may: revoke "
                                "some (`neocloud services keys revoke ID`)")
             d = digest(token)
