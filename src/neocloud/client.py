@@ -128,6 +128,10 @@ class Client:
     def job(self, job_id: int) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}")
 
+    def metrics(self, job_id: int) -> dict[str, Any]:
+        """The job's run in its tenant's MLflow experiment, with each metric's points."""
+        return self._call("GET", f"/v1/jobs/{job_id}/metrics")
+
     # -- services -------------------------------------------------------------------------------
     def services(self, tenant: str | None = None) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/services", params={"tenant": tenant} if tenant else None)

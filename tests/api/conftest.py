@@ -63,6 +63,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "server.log"
+        self.start_s = 30.0  # how long it may take to answer /healthz
 
     def start(self, ready: tuple[str, ...] = ("ok", "degraded")) -> None:
         """Start the server and wait until /healthz says one of `ready` (a standby: "standby")."""
@@ -76,7 +77,7 @@ class Server:
             cmd += ["--database-url", self.database_url]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")

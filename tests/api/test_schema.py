@@ -20,7 +20,7 @@ from tests.api.conftest import ADMIN, Server
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 
-@pytest.mark.parametrize(("mode", "examples"), [(GenerationMode.POSITIVE, 25), (GenerationMode.NEGATIVE, 30)])
+@pytest.mark.parametrize(("mode", "examples"), [(GenerationMode.POSITIVE, 15), (GenerationMode.NEGATIVE, 18)])
 def test_no_request_makes_a_server_error(server: Server, mode: GenerationMode, examples: int) -> None:
     admin = server.client()
     for node in admin.nodes():

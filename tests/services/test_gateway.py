@@ -241,6 +241,35 @@ def test_a_roll_under_steady_traffic_fails_no_request(srv: Server, team: tuple) 
         assert c.wait(job, timeout=60)["state"] == "CANCELLED"
 
 
+def test_a_roll_waits_on_the_job_its_spec_depends_on_and_stalls_if_it_fails(srv: Server, team: tuple) -> None:
+    c, token, code = team
+    spec = _service("after", code, env={"VERSION": "1"})
+    c.submit(spec)
+    _ready(c, "after", 1)
+    train = c.submit({"name": "train", "gpus": 1, "command": "sleep 2"})
+    rolled = c._call("PUT", "/v1/services/after", json={**spec, "env": {"VERSION": "2"},
+                                                        "depends_on": [{"job": train["id"], "when": "afterok"}]})
+    assert rolled["generation"] == 2
+    assert _call(srv, token, "after/").json()["version"] == "1"  # the first generation serves meanwhile
+    wait_for(lambda: _call(srv, token, "after/").json()["version"] == "2", timeout=90)
+    trained = c.wait(train["id"], timeout=60)
+    assert trained["state"] == "COMPLETED"
+    new = _ready(c, "after", 1)["replica_list"][0]
+    assert new["generation"] == 2 and c.job(new["job"])["started_at"] >= trained["ended_at"]
+
+    failing = c.submit({"name": "train-bad", "gpus": 1, "command": "exit 3"})
+    c._call("PUT", "/v1/services/after", json={**spec, "env": {"VERSION": "3"},
+                                               "depends_on": [{"job": failing["id"], "when": "afterok"}]})
+    assert c.wait(failing["id"], timeout=60)["state"] == "FAILED"
+    stalled = wait_for(lambda: [j for j in c.jobs(state="FAILED") if j["name"] == "after"], timeout=30)
+    assert stalled[0]["reason"] == f"dependency never satisfied: job {failing['id']} ended FAILED (afterok)"
+    answers = [_call(srv, token, "after/").json()["version"] for _ in range(20)]
+    assert answers == ["2"] * 20  # the roll stalled: the second generation serves on
+    assert len([j for j in c.jobs(state="FAILED") if j["name"] == "after"]) == 1  # and no replica is retried
+    with pytest.raises(ApiError, match="depends_on: no job 999999"):
+        c._call("PUT", "/v1/services/after", json={**spec, "depends_on": [{"job": 999999}]})
+
+
 def test_a_replica_whose_node_goes_to_triage_moves_and_the_endpoint_keeps_answering(tmp_path: Path) -> None:
     with serving(Server(tmp_path / "data", None)) as own:  # its own: a node it sends to triage stays there
         c = own.client()

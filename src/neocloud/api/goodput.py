@@ -11,27 +11,18 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from neocloud.api.jobs import Caller, JobId, own_job
 from neocloud.api.schemas import NAME, JobGoodput, TenantGoodput
-from neocloud.model.goodput import LOSSES, Goodput, fixed_interval, goodput
+from neocloud.control.jobs import goodput_of
+from neocloud.model.goodput import LOSSES
 from neocloud.store.tables import JobRow
 
 router = APIRouter(prefix="/v1", tags=["goodput"])
-
-
-def of(row: JobRow, now: float) -> Goodput:
-    running = now - row.started_at if row.state == "RUNNING" and row.started_at is not None else 0.0
-    spec = row.spec
-    return goodput(row.gpus, row.run_s + running, row.attempts, row.ledger or {},
-                   until=row.ended_at if row.ended_at is not None else now,
-                   checkpoint_interval=fixed_interval(spec.get("checkpoint_interval")),
-                   checkpoint_cost=spec.get("checkpoint_cost"),
-                   restart_cost=spec.get("restart_cost"))
 
 
 @router.get("/jobs/{job_id}/goodput", response_model=JobGoodput, responses={404: {"description": "No such job"}})
 def job_goodput(job_id: JobId, request: Request, who: Caller) -> JobGoodput:
     """A job's allocated and productive GPU-time, what it lost to each cause, and its ETTR."""
     row = own_job(request, who, job_id)
-    g = of(row, request.app.state.service.controller.clock())
+    g = goodput_of(row, request.app.state.service.controller.clock())
     return JobGoodput(job_id=row.id, tenant=row.tenant, interruptions=row.interruptions, **g.to_dict())
 
 

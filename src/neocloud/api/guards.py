@@ -24,7 +24,8 @@ class BodyLimit:
     """Refuse a request body over `max_bytes` with a 413 before it is read: at once when its
     Content-Length says so, else as soon as a chunked body has sent that much. It runs before
     authentication, so an anonymous client cannot make the server buffer a large body either.
-    `larger` gives routes that take more (a job's code) their own limit, by path."""
+    `larger` gives routes that take more (a job's code) their own limit, by path (or by prefix, for
+    a path that ends in "/")."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, larger: dict[str, int] | None = None) -> None:
         self.app = app
@@ -34,7 +35,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = max(self.larger.get(scope["path"], 0), self.max_bytes)
+        path = scope["path"]
+        limit = max([self.max_bytes, *(n for p, n in self.larger.items() if path == p or
+                                       (p.endswith("/") and path.startswith(p)))])
         length = _content_length(scope)
         if length is not None and length > limit:
             return await self._refuse(send, limit)

@@ -615,3 +615,22 @@ class TokenPriceIn(Input):
     kind: Literal["prompt", "completion"]
     price_per_million_tokens: Money
 
+
+
+class MetricPoint(BaseModel):
+    step: int
+    value: float
+    timestamp: float = Field(description="When it was logged, seconds since the epoch.")
+
+
+class JobMetrics(BaseModel):
+    """A job's run in its tenant's MLflow experiment: what the job and neocloud logged to it."""
+
+    job_id: int
+    run_id: str
+    experiment_id: str
+    status: str = Field(description="MLflow's: RUNNING, FINISHED, FAILED or KILLED.")
+    url: str | None = Field(description="The run in the tracking server's own UI, where it has one to link to.")
+    tags: dict[str, str]
+    metrics: dict[str, list[MetricPoint]] = Field(description="Each metric's points, by step (the job's own "
+                                                              "first; neocloud's, `neocloud.*`, by attempt).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import secrets
@@ -38,21 +39,26 @@ from neocloud.api import (
     nodes,
     service_keys,
     services,
+    tracking,
 )
 from neocloud.api.auth import MUTATING, FailureLimit, identify, unrecorded
 from neocloud.backends import Backend, make_backend
 from neocloud.backends.code import CodeStore
 from neocloud.control.commands import Conflict, NotFound, Refused, digest
 from neocloud.control.controller import CHECK_COMMAND, DEFAULT_TENANT, Controller, Unavailable
+from neocloud.control.tracking import Tracker
 from neocloud.errors import NeocloudError, SchedulingError
 from neocloud.fleet.loader import default_fleet, load_fleet
 from neocloud.model.catalog import gpu_type
 from neocloud.model.fleet import Fabric, Fleet, Leaf, Node, Site
 from neocloud.store.database import connect, database_url, sessions
 from neocloud.store.leadership import Leadership
+from neocloud.tracking.mlflow import Upstream
+from neocloud.tracking.server import MLflowServer
 from neocloud.web import apidocs, dashboard, services_page
 
 log = logging.getLogger("neocloud.server")
+TRACKING_UPLOAD = 1 << 30  # an artifact a job logs through /v1/tracking (a model's weights): 1 GiB at most
 
 
 @dataclass
@@ -64,16 +70,19 @@ class Service:
     controller: Controller
     admin_digest: str
     lock: IO[str]  # the data directory's
+    tracking: MLflowServer | None = None  # the MLflow server this one started (--tracking), stopped with it
     max_body_bytes: int = guards.MAX_BODY_BYTES  # a larger request body is refused (413) unread
 
 
 def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Path | None = None,
                  backend: str = "local", spares_per_fabric: int = 0, check_every_s: float = 0.0,
                  check_command: str | None = None, only_tenant: str = DEFAULT_TENANT, trust_tenants: bool = False,
-                 gpu_devices: Path | None = None, jobs_dir: Path | None = None, sandbox: bool = True) -> Service:
+                 gpu_devices: Path | None = None, jobs_dir: Path | None = None, sandbox: bool = True,
+                 tracking: bool = False, tracking_uri: str | None = None, tracking_ui: str | None = None) -> Service:
     """Everything but the HTTP server: ready to serve once its controller starts.
 
-    A backend that cannot keep tenants apart serves `only_tenant`, unless they trust each other."""
+    A backend that cannot keep tenants apart serves `only_tenant`, unless they trust each other.
+    Tracking: an MLflow server of its own (`tracking`), or the one at `tracking_uri`."""
     os.umask(0o077)  # the store, the token and the logs are the server's: private unless made otherwise
     data_dir = data_dir.expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,12 +100,31 @@ def open_service(data_dir: Path, *, database: str | None = None, fleet_path: Pat
         fleet = the_backend.inventory() if hasattr(the_backend, "inventory") else local_fleet()
     engine = connect(database_url(data_dir, database))
     factory = sessions(engine)
+    admin = admin_token(data_dir)
+    server = MLflowServer(data_dir) if tracking else None
+    tracker = _tracker(server, tracking_uri, tracking_ui, admin)
     controller = Controller(fleet, factory, the_backend, spares_per_fabric=spares_per_fabric,
                             checkpoints=files / "checkpoints", code=CodeStore(data_dir / "code"),
                             check_every_s=check_every_s,
                             only_tenant=None if trust_tenants or the_backend.isolation is None else only_tenant,
-                            leadership=Leadership(engine), check_command=check_command or CHECK_COMMAND)
-    return Service(data_dir, fleet, factory, the_backend, controller, digest(admin_token(data_dir)), lock)
+                            leadership=Leadership(engine), check_command=check_command or CHECK_COMMAND,
+                            tracker=tracker)
+    return Service(data_dir, fleet, factory, the_backend, controller, digest(admin), lock, tracking=server)
+
+
+def _tracker(server: MLflowServer | None, uri: str | None, ui: str | None, admin: str) -> Tracker | None:
+    """The tracker of jobs' runs, on the MLflow server started here or the one at `uri`; its tokens
+    are keyed by the admin token, so every server of a store (and a restarted one) takes them."""
+    if server is not None and uri:
+        raise NeocloudError("--tracking starts an MLflow server of neocloud's own; --tracking-uri names one "
+                            "of yours: give one of them")
+    if server is None and not uri:
+        return None
+    if uri and not uri.startswith(("http://", "https://")):
+        raise NeocloudError(f"--tracking-uri must be the http:// or https:// URL of an MLflow server, got {uri!r}")
+    upstream = server.start() if server is not None else Upstream(uri.rstrip("/") if uri else "")
+    key = hashlib.sha256(b"neocloud tracking tokens\0" + admin.encode()).digest()
+    return Tracker(upstream, key, ui=ui or (uri if server is None else None))
 
 
 def admin_token(data_dir: Path) -> str:
@@ -165,7 +193,10 @@ def create_app(service: Service) -> FastAPI:
             yield
         finally:
             await app.state.gateway.close()
+            await tracking.close(app.state)
             await asyncio.to_thread(service.controller.stop)
+            if service.tracking is not None:
+                await asyncio.to_thread(service.tracking.stop)
 
     # The documentation pages are apidocs' own: their scripts come from this server, not a CDN.
     app = FastAPI(title="neocloud", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -175,7 +206,7 @@ def create_app(service: Service) -> FastAPI:
     app.state.twin_reports = []  # the dashboard's last two twin runs, side by side
     for router in (jobs.router, goodput.router, nodes.router, nodes.rules_router, billing.router, capacity.router,
                    admin.router, admin.tokens_router, dashboard.router, apidocs.router, code.router,
-                   services.router, service_keys.router, gateway.router, services_page.router):
+                   services.router, service_keys.router, gateway.router, services_page.router, tracking.router):
         app.include_router(router)
     app.add_exception_handler(dashboard.Login, cast(ExceptionHandler, dashboard.login_redirect))
 
@@ -219,7 +250,8 @@ def create_app(service: Service) -> FastAPI:
                             status_code=503, headers={"retry-after": "1"})
 
     app.add_exception_handler(RequestValidationError, cast(ExceptionHandler, guards.validation_error))
-    app.add_middleware(guards.BodyLimit, max_bytes=service.max_body_bytes, larger={"/v1/code": code.MAX_UPLOAD})
+    app.add_middleware(guards.BodyLimit, max_bytes=service.max_body_bytes, larger={"/v1/code": code.MAX_UPLOAD,
+                                                                                "/v1/tracking/": TRACKING_UPLOAD})
     app.add_middleware(AuditLog, service=service)
     app.add_middleware(guards.SecurityHeaders)
     app.add_middleware(gateway.FastPath, max_bytes=service.max_body_bytes)  # outermost: before all the above
@@ -258,7 +290,9 @@ class AuditLog:
         self.service.controller.audit(entry).add_done_callback(unrecorded(entry))
 
 
-def serve(service: Service, host: str, port: int) -> None:
+def serve(service: Service, host: str, port: int, public_url: str | None = None) -> None:
+    """Serve the API on host:port. `public_url`: where jobs and clients reach it (default: that
+    address, loopback's for a wildcard), as the MLFLOW_TRACKING_URI jobs are given."""
     import uvicorn
 
     try:
@@ -268,6 +302,9 @@ def serve(service: Service, host: str, port: int) -> None:
         raise NeocloudError(f"cannot listen on {host}:{port} ({e.strerror}); is another server there? "
                             "choose another --port or --host") from None
 
+    if service.controller.tracker is not None:
+        here = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+        service.controller.tracker.url = f"{(public_url or here).rstrip('/')}/v1/tracking"
     if service.controller.leadership is not None:  # told to clients that reach a standby
         service.controller.leadership.url = f"http://{host}:{port}"
     # No proxy headers: X-Forwarded-For from a local client (a job, say) would forge the address that

@@ -11,7 +11,7 @@ from neocloud.api.schemas import Input, JobSpec, seconds
 
 MAX_REPLICAS = 1000
 PATH = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,254}$"
-NOT_FOR_SERVICES = {"array": "a job array", "depends_on": "dependencies", "time_limit": "a time limit",
+NOT_FOR_SERVICES = {"array": "a job array", "time_limit": "a time limit",
                     "checkpoint_interval": "checkpoints"}
 
 

@@ -69,9 +69,12 @@ RUN_IN_IMAGE = ('j="$1"; r="$SLURM_NODEID"; b="$j/bundle/rank-$r"; '
                 f'mkdir -p "$b" && export -p > "$b/env" && sed "s/{RANK}/$r/g" "$j/bundle/config.json" > "$b/config.json" '
                 '&& exec runc --rootless=true --root="$j/runc" run --bundle "$b" "neocloud-$SLURM_JOB_ID-$r"')
 # The rank's first process in its container, PID 1 there: it reads the node's environment, and
-# passes a stop's signal on to the rank (a PID 1 with no handler would ignore it).
-INIT = ('. "$0" || exit 1; trap \'trap "" TERM INT HUP; kill -TERM 0\' TERM INT HUP; "$@" & '
-        'wait $!; rc=$?; while kill -0 $! 2>/dev/null; do wait $!; rc=$?; done; exit "$rc"')
+# passes a stop's signal on to the rank (a PID 1 with no handler would ignore it). Once stopped, it
+# waits for every process left in the container before it exits, as its exit would kill them all:
+# a rank's own handler of the signal (to checkpoint, to say goodbye) runs to its end.
+INIT = ('. "$0" || exit 1; trap \'s=1; trap "" TERM INT HUP; kill -TERM 0\' TERM INT HUP; "$@" & '
+        'wait $!; rc=$?; while kill -0 $! 2>/dev/null; do wait $!; rc=$?; done; '
+        'if [ -n "$s" ] || [ "$rc" -gt 128 ]; then while kill -0 -1 2>/dev/null; do sleep 0.1; done; fi; exit "$rc"')
 DEFAULT_GPU = "H100"  # a node whose GRES names no GPU model
 
 

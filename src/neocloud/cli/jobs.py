@@ -186,10 +186,16 @@ def list_jobs(state: Annotated[Optional[str], typer.Option(help="Only jobs in th
 
 @app.command("job")
 def show_job(job_id: int, as_json: Json = False, server: Server = None, token: Token = None,
-             profile: ProfileName = None) -> None:
+             profile: ProfileName = None,
+             metrics: Annotated[bool, typer.Option(
+                 "--metrics", help="The job's run in its MLflow experiment instead: each metric's points, "
+                                   "last, lowest and highest value.")] = False) -> None:
     """Show one job and what happened to it; for a failed one, why: its reason, exit code, and the
     end of the failed rank's standard error."""
     c = _client(server, token, profile)
+    if metrics:
+        _show_metrics(c.metrics(job_id), as_json)
+        return
     j = c.job(job_id)
     if as_json:
         print_json(j)
@@ -212,6 +218,21 @@ def show_job(job_id: int, as_json: Json = False, server: Server = None, token: T
     console.print(events)
     if j["state"] not in (*ACTIVE, "COMPLETED", "CANCELLED"):
         _why_it_failed(c, j)
+
+
+def _show_metrics(m: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(m)
+        return
+    console.print(f"[bold]job {m['job_id']}: run {m['run_id']}[/bold] ({m['status']}) in experiment "
+                  f"{m['experiment_id']}" + (f", {m['url']}" if m.get("url") else ""), highlight=False, soft_wrap=True)
+    table = Table("metric", "points", "last", "lowest", "highest", "last step")
+    for key, points in m["metrics"].items():
+        if points:
+            values = [p["value"] for p in points]
+            table.add_row(escape(key), str(len(points)), f"{values[-1]:.6g}", f"{min(values):.6g}", f"{max(values):.6g}",
+                          str(points[-1]["step"]))
+    console.print(table)
 
 
 def failed_rank(job: dict[str, Any]) -> int:

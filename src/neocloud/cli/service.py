@@ -50,6 +50,18 @@ def up(
     max_body_bytes: Annotated[int, typer.Option(
         min=1024, help="Largest request body accepted (default 2 MiB); a larger one is refused (413) unread.")]
         = 2 * 1024 * 1024,
+    tracking: Annotated[bool, typer.Option(
+        help="Run an MLflow tracking server (pip install 'neocloud[tracking]'), its store in the data directory: "
+             "every job gets a run of its own in its tenant's experiment.")] = False,
+    tracking_uri: Annotated[Optional[str], typer.Option(
+        help="Track jobs on the MLflow server at this URL instead (one of yours, which only neocloud should reach).")]
+        = None,
+    tracking_ui: Annotated[Optional[str], typer.Option(
+        help="Where people open the tracking server's UI, for links to a job's run (default: --tracking-uri).")]
+        = None,
+    public_url: Annotated[Optional[str], typer.Option(
+        help="The URL jobs and clients reach this server at, e.g. behind TLS (default http://HOST:PORT): jobs "
+             "get it as their MLFLOW_TRACKING_URI.")] = None,
 ) -> None:
     """Start the control plane: API, scheduler and backend, on SQLite and local processes by default."""
     from neocloud.api.server import open_service, serve
@@ -58,7 +70,8 @@ def up(
     service = open_service(directory, database=database_url, fleet_path=fleet, backend=backend,
                            spares_per_fabric=spares_per_fabric, check_every_s=check_every,
                            check_command=check_command, only_tenant=only_tenant, trust_tenants=trust_tenants,
-                           gpu_devices=gpu_devices, jobs_dir=jobs_dir, sandbox=sandbox)
+                           gpu_devices=gpu_devices, jobs_dir=jobs_dir, sandbox=sandbox, tracking=tracking,
+                           tracking_uri=tracking_uri, tracking_ui=tracking_ui)
     service.max_body_bytes = max_body_bytes
     token = "NEOCLOUD_ADMIN_TOKEN" if os.environ.get("NEOCLOUD_ADMIN_TOKEN") else str(directory / "admin.token")
     err.print(f"neocloud up: http://{host}:{port} (dashboard at /ui, API docs at /docs) | fleet {service.fleet.name}: "
@@ -66,7 +79,11 @@ def up(
               f"data {directory} | admin token in {token}", highlight=False, markup=False)
     err.print(f"log in from any shell: {_login_hint(host, port, directory, token)}", highlight=False, markup=False,
               soft_wrap=True)  # one line, to copy whole, however narrow the terminal
-    serve(service, host, port)
+    try:
+        serve(service, host, port, public_url)
+    finally:  # the MLflow server it started, whatever stopped this one
+        if service.tracking is not None:
+            service.tracking.stop()
 
 
 def _login_hint(host: str, port: int, directory: Path, token: str) -> str:

@@ -117,6 +117,7 @@ class Commands:
         """A service, its replicas queued in the same turn (each a job, checked as a job's spec is)."""
         def run(s: Session, now: float) -> ServiceRow:
             self._may_submit(tenant, replica_spec(spec), now)
+            batch.dependencies(s, tenant, spec)  # each job named is the tenant's
             if getattr(self.backend, "service_address", None) is None:
                 raise Refused(f"the {self.backend.name} backend runs no services: use the local or slurm backend")
             if self.services.get(s, tenant, spec["name"]) is not None:
@@ -134,6 +135,7 @@ class Commands:
                 raise NotFound(f"no service {name!r}" + ("" if row is None else " running: it was stopped"))
             if how == "update":
                 self._may_submit(tenant, replica_spec(value), now)
+                batch.dependencies(s, tenant, value)
                 self.services.update(row, value, now)
             elif how == "scale":
                 self.services.scale(row, int(value), now)

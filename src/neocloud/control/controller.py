@@ -46,6 +46,7 @@ from neocloud.control.nodes import Nodes
 from neocloud.control.probes import Prober
 from neocloud.control.recovery import DEFAULT_TENANT, recover
 from neocloud.control.services import Services
+from neocloud.control.tracking import Ended, Launching, Tracker, ended_of, launching_of
 from neocloud.control.watch import SYNC_S, Watcher
 from neocloud.errors import NeocloudError
 from neocloud.health.checks import CheckSchedule
@@ -53,6 +54,7 @@ from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
 from neocloud.sched.scheduler import Scheduler
 from neocloud.store.leadership import Leadership, LostLeadership
+from neocloud.store.tables import JobRow
 
 log = logging.getLogger("neocloud.controller")
 T = TypeVar("T")
@@ -92,6 +94,7 @@ class Controller(Commands):
         check_command: str = CHECK_COMMAND,
         only_tenant: str | None = None,
         leadership: Leadership | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.fleet, self.sessions, self.backend = fleet, sessions, backend
         self.queue_policy, self.placement = queue_policy, placement
@@ -106,6 +109,9 @@ class Controller(Commands):
         self.metrics = Metrics()
         self.degraded = Degraded(self.metrics, clock)
         self.watcher = Watcher(backend, self.degraded, clock)
+        self.tracker = tracker  # each job's MLflow run, where tracking is on
+        if tracker is not None:
+            tracker.degraded = self.degraded
         self._inbox: queue.Queue[_Command] = queue.Queue()
         self._launch_failed: queue.SimpleQueue[tuple[int, int, str]] = queue.SimpleQueue()  # job, attempt, why
         # Backend calls (spawning and signalling processes) run in order on a thread of their own,
@@ -131,6 +137,9 @@ class Controller(Commands):
         self.jobs = Jobs(self.fleet, self.sched, self.billing, self.metrics, self.backend, self._after,
                          self.checkpoints, self.code)
         self.failures = Failures(self.jobs, self.schedule)
+        self._ends: list[Ended] = []  # attempts' and jobs' ends to tell the tracker, once this turn is committed
+        if self.tracker is not None:
+            self.jobs.attempt_ended = self._attempt_ended
         self.endpoints = Endpoints()  # what the gateway and the prober read: rebuilt with the rest
         self.services = Services(self.jobs, self.endpoints, self.new_id)
         self.checks = Checks(self.schedule, self.nodes, self.jobs, self.backend, self.new_id, self.check_command)
@@ -164,6 +173,8 @@ class Controller(Commands):
             self.watcher.stop()
         self.prober.stop()
         self._carrier.shutdown(wait=True)
+        if self.tracker is not None:
+            self.tracker.close()
         self.forecasts.stop()
         self.backend.close()
         if self.leadership is not None:
@@ -221,6 +232,7 @@ class Controller(Commands):
                         c.future.set_exception(Unavailable(f"the turn was not committed ({type(e).__name__}: {e}); "
                                                            "try again"))
                 self._after.clear()
+                self._ends.clear()
                 self._lead()
             self.metrics.turn_seconds.observe(time.perf_counter() - started)
 
@@ -264,6 +276,7 @@ class Controller(Commands):
         now = self.clock()
         results: list[tuple[_Command, Any, NeocloudError | None]] = []
         tasks: list[Task] = []
+        launching: dict[int, Launching] = {}
         self.watcher.stalled()
         with self.sessions.begin() as s:
             if self.leadership is not None:
@@ -281,6 +294,7 @@ class Controller(Commands):
                 else:
                     self.jobs.launch_failed(s, row, why, now)
             self.jobs.retry_due(now)
+            self._store_runs(s)
             if (answer := self.watcher.take_drained()) is not None:
                 self.failures.carry(s, self.nodes.follow_engine(s, *answer, now), now, tell_engine=False)
             if now - self._metered_at >= FLUSH_S:
@@ -303,6 +317,8 @@ class Controller(Commands):
             for action in actions:
                 if isinstance(action, Launch):
                     tasks.append(self.jobs.launched(s, action, now))
+                    if self.tracker is not None and (row := records.row(s, tasks[-1].job_id)) is not None:
+                        launching[row.id] = launching_of(row)
                 elif isinstance(action, Preempt):
                     self._preempted(s, action, now)
             self.metrics.decisions.inc(self.sched.decisions - decisions)
@@ -313,15 +329,19 @@ class Controller(Commands):
             else:
                 c.future.set_exception(error)
         if tasks:
-            self._after.append(lambda: self._launch(tasks))
+            self._after.append(lambda: self._launch(tasks, launching))
         for call in self._after:  # stops come before launches: they were booked first
             self._carrier.submit(call)
         self._after.clear()
+        if self._ends:
+            assert self.tracker is not None
+            self.tracker.ended(self._ends)
+            self._ends = []
         self.forecasts.after_turn(self.sched, now)
 
     def _command(self, s: Session, c: _Command, now: float) -> tuple[_Command, Any, NeocloudError | None]:
         """Run one command in a savepoint: if it raises, what it wrote is undone, the turn goes on."""
-        mark, booked = records.mark(s), len(self._after)
+        mark, booked, ends = records.mark(s), len(self._after), len(self._ends)
         try:
             if c.checked:
                 return c, c.run(s, now), None
@@ -330,17 +350,35 @@ class Controller(Commands):
         except NeocloudError as e:
             records.undo(s, mark)
             del self._after[booked:]
+            del self._ends[ends:]
             return c, None, e
 
-    def _launch(self, tasks: list[Task]) -> None:
+    def _launch(self, tasks: list[Task], launching: dict[int, Launching]) -> None:
         attempts = {t.job_id: t.attempt for t in tasks}
         try:
+            if self.tracker is not None and launching:
+                tasks = self.tracker.prepare(tasks, launching)
             failed = self.backend.launch(tasks)
         except Exception as e:  # noqa: BLE001 - whatever broke, these jobs did not start
             log.exception("launch failed")
             failed = [(t.job_id, f"{type(e).__name__}: {e}") for t in tasks]
         for job_id, why in failed:
             self._launch_failed.put((job_id, attempts[job_id], why))
+
+    # -- tracking ---------------------------------------------------------------------------------
+    def _store_runs(self, s: Session) -> None:
+        """Keep each run the tracker made for a job, for the job's later attempts."""
+        if self.tracker is None:
+            return
+        while not self.tracker.made.empty():
+            job_id, run = self.tracker.made.get()
+            if (row := records.row(s, job_id)) is not None:
+                row.tracking_run = run
+
+    def _attempt_ended(self, row: JobRow, final: bool, why: str, now: float) -> None:
+        assert self.tracker is not None
+        if row.service_id is None and (row.tracking_run is not None or self.tracker.tracks(row.id)):
+            self._ends.append(ended_of(row, final, why, now))
 
     # -- what actions and backend news do to the store ----------------------------------------
     def _ended(self, s: Session, ended: Exit, now: float) -> None:

@@ -22,7 +22,7 @@ from neocloud.errors import NeocloudError
 from neocloud.health.restarts import launch_retry
 from neocloud.model.events import Launch, Preempt
 from neocloud.model.fleet import Fleet
-from neocloud.model.goodput import auto_interval, fixed_interval
+from neocloud.model.goodput import Goodput, auto_interval, fixed_interval, goodput
 from neocloud.model.job import Dependency, Job, PriorityClass
 from neocloud.sched.arrays import parse_array
 from neocloud.sched.limits import limit_text
@@ -73,6 +73,7 @@ class Jobs:
         self.stopping: dict[str, int] = {}  # job id -> attempt still stopping (preempted or interrupted)
         self._retries: list[tuple[float, str]] = []  # (when, job id) of jobs held after a failed start
         self.replica_moved: Callable[[JobRow, float], None] | None = None  # told of each service replica's moves
+        self.attempt_ended: Callable[[JobRow, bool, str, float], None] | None = None  # row, job's end?, why, now
 
     def add(self, s: Session, job_id: int, tenant: str, spec: dict[str, Any], now: float, *,
             array_job: int | None = None, array_index: int | None = None, depends_on: tuple[Dependency, ...] = (),
@@ -189,6 +190,8 @@ class Jobs:
         row.state, row.started_at, row.placement, row.timed_out, row.address = "PENDING", None, None, False, None
         records.event(s, row.id, now, "requeued", why)
         self._moved(row, now)
+        if self.attempt_ended is not None:
+            self.attempt_ended(row, False, why, now)
 
     def ended(self, s: Session, ended: Exit, now: float) -> JobRow | None:
         """An attempt's processes ended: the row it settled, if it was the job's running attempt."""
@@ -214,6 +217,8 @@ class Jobs:
         records.event(s, row.id, now, state.lower(), why)
         row.address = None
         self._moved(row, now)
+        if self.attempt_ended is not None:
+            self.attempt_ended(row, True, why, now)
 
     def _end_attempt(self, s: Session, row: JobRow, now: float) -> None:
         """The running attempt ends: its usage is metered and its run time added to the job's."""
@@ -232,6 +237,16 @@ def outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
         return "COMPLETED", 0, "exit 0"
     codes = ", ".join("lost" if c is None else str(c) for c in ended.codes)
     return "FAILED", ended.code, f"exit status per node: {codes}"
+
+
+def goodput_of(row: JobRow, now: float) -> Goodput:
+    """The job's goodput so far (its running attempt counted up to `now`)."""
+    running = now - row.started_at if row.state == "RUNNING" and row.started_at is not None else 0.0
+    spec = row.spec
+    return goodput(row.gpus, row.run_s + running, row.attempts, row.ledger or {},
+                   until=row.ended_at if row.ended_at is not None else now,
+                   checkpoint_interval=fixed_interval(spec.get("checkpoint_interval")),
+                   checkpoint_cost=spec.get("checkpoint_cost"), restart_cost=spec.get("restart_cost"))
 
 
 def service_address(backend: Backend, node: str) -> str:

@@ -4,7 +4,12 @@ rollout plan says (serve/rollout.py), and published to the gateway through `Endp
 
 A replica leaves in two steps: out of the gateway's rotation first, then, once the requests it
 carries are answered (or after DRAIN_S), stopped. One that fails is replaced after a pause that
-doubles with each failure in a row (CrashLoopBackOff's), so a broken spec does not spin."""
+doubles with each failure in a row (CrashLoopBackOff's), so a broken spec does not spin.
+
+A spec may wait on jobs (`depends_on`, as a job's): its generation's replicas are held by the
+core's gates until those jobs end as it says (a model served once the job training it completes),
+the earlier generation serving meanwhile. One that can never be met stalls the roll there, the
+earlier replicas serving on, until the service is updated again."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from neocloud.control import records
+from neocloud.control import batch, records
 from neocloud.control.endpoints import Endpoints
 from neocloud.control.jobs import Jobs
 from neocloud.serve.autoscale import Autoscaler
@@ -54,6 +59,7 @@ class _Service:
     autoscaler: Autoscaler | None = None
     per_second: bool = False  # its load is requests answered per second, not requests in flight
     served: tuple[float, int] = (0.0, 0)  # (when, requests answered by then), for that rate
+    stalled: int = 0  # a generation whose dependencies can never be met: no replica of it is started
 
 
 class Services:
@@ -152,7 +158,9 @@ class Services:
             svc.replicas.pop(row.id, None)
             drained = svc.draining.pop(row.id, None) is not None
             self.endpoints.drop_replica(service_id, row.id)
-            if row.state == "FAILED" and not drained:
+            if row.state == "FAILED" and not row.attempts and row.spec.get("depends_on"):
+                svc.stalled = row.generation or 0  # its gate said: never
+            elif row.state == "FAILED" and not drained:
                 svc.failures += 1
                 svc.not_before = now + BACKOFF_S[min(svc.failures, len(BACKOFF_S)) - 1]
         self._due.add(service_id)
@@ -204,7 +212,9 @@ class Services:
         for job_id in todo.drain:
             self._drain(s, svc, job_id, now)
         self._finish_drains(s, svc, seen, now)
-        if todo.start and now < svc.not_before:
+        if svc.stalled == svc.generation:
+            pass
+        elif todo.start and now < svc.not_before:
             self._due_later(svc)
         else:
             for _ in range(todo.start):
@@ -216,8 +226,9 @@ class Services:
     def _start(self, s: Session, svc: _Service, now: float) -> None:
         row = s.get(ServiceRow, svc.row_id)
         assert row is not None
+        deps, ended = batch.dependencies(s, svc.tenant, row.spec)
         job = self.jobs.add(s, self.new_id(), svc.tenant, replica_spec(row.spec), now, service_id=svc.row_id,
-                            generation=svc.generation,
+                            generation=svc.generation, depends_on=deps, ended=ended,
                             what=f"replica of service {svc.name}, generation {svc.generation}")
         self._add_replica(job)
 

@@ -72,6 +72,7 @@ class JobRow(Base):
     service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"), nullable=True, index=True)
     generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
     address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    tracking_run: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its MLflow run, every attempt's
 
 
 class ServiceRow(Base):

@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 from sqlalchemy import Float, Select, case, func, literal, select, union_all
 
-from neocloud.api import billing, goodput, jobs, nodes, views
+from neocloud.api import billing, goodput, jobs, nodes, tracking, views
 from neocloud.api.auth import Principal, check_rate, holder, note_failure, principal_of_digest
 from neocloud.api.schemas import MAX_ID, JobSpec
 from neocloud.backends.base import file_size
@@ -443,8 +443,15 @@ def _job(raw_id: str, request: Request, template: str) -> HTMLResponse:
         log = jobs.log_chunk(request, row, 0, "stdout", max(size - LOG_TAIL, 0), LOG_TAIL).text
     events = jobs.latest_events(request, job_id, EVENTS_SHOWN)
     controller = request.app.state.service.controller
+    run, run_error = None, None
+    if template == "job.html" and controller.tracker is not None and row.tracking_run is not None:
+        try:  # the run's metrics, drawn once: the live part of the page does not ask the tracking server
+            run = tracking.run_metrics(controller.tracker, row.id, row.tracking_run)
+        except NeocloudError as e:
+            run_error = str(e)
     return _page(request, template, who, job=jobs.job_out(row, controller.forecasts, controller.clock()), events=events,
-                 log=log)
+                 log=log, run=run, run_error=run_error,
+                 run_json=_json({k: [p.model_dump() for p in v] for k, v in run.metrics.items()}) if run else "{}")
 
 
 @router.post("/jobs/{job_id}/cancel")

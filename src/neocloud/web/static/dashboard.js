@@ -26,7 +26,17 @@ function backlogChart(canvas, b) {
     options: { maintainAspectRatio: false, animation: false, scales: { y: { beginAtZero: true, title: { display: true, text: "% of backlog" } } } } });
 }
 
+function metricChart(canvas, key, points) {
+  new Chart(canvas, {
+    type: "line",
+    data: { labels: points.map(p => p.step),
+            datasets: [{ label: key, data: points.map(p => p.value), borderColor: "#2563eb", pointRadius: 0 }] },
+    options: { maintainAspectRatio: false, animation: false, scales: { x: { title: { display: true, text: "step" } } } } });
+}
+
 addEventListener("DOMContentLoaded", () => {
+  const run = pageData("run-metrics");
+  if (run) document.querySelectorAll("canvas.run-metric").forEach(c => metricChart(c, c.dataset.key, run[c.dataset.key] || []));
   const series = pageData("series");
   if (series) allocatedChart(document.getElementById("alloc"), series);
   const backlog = pageData("backlog-data");

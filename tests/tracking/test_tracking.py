@@ -1,0 +1,178 @@
+"""Every job's run in a real MLflow server that `neocloud up --tracking` starts: the job logs to it
+with MLflow's own client, neocloud logs what it knows, and no other tenant reaches it, through the
+API, the dashboard, the tracking proxy or the server's socket; a requeued job keeps its run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.api.conftest import ADMIN, Server, serving, wait_for
+
+PYTHON = os.environ.get("NEOCLOUD_TEST_VLLM_PYTHON")  # a Python with MLflow's client: .ci/vllm builds it
+pytestmark = pytest.mark.skipif(not (PYTHON and Path(PYTHON).exists()),
+                                reason="no Python with MLflow's client for the jobs: build it with `.ci/vllm DIR`, "
+                                       "then set NEOCLOUD_TEST_VLLM_PYTHON (DIR/venv/bin/python)")
+LOGGER = """
+import os, time, mlflow
+attempt = int(os.environ["NEOCLOUD_ATTEMPT"])
+with mlflow.start_run():
+    mlflow.log_param(f"seen_attempt_{attempt}", attempt)
+    for step in range(5):
+        mlflow.log_metric("loss", round(2.0 / (step + 1), 3), step=step + 10 * (attempt - 1))
+    print("logged", attempt, flush=True)
+    time.sleep(float(os.environ.get("HOLD", "0")))
+"""
+# What a hostile job of another tenant tries: the run it was told of, that run's experiment and
+# artifacts, through neocloud with its own tracking token, and the tracking server's socket itself.
+PROBE = """
+import json, os, socket, sys, urllib.request, urllib.error
+base, token, theirs, their_exp, sock = os.environ["MLFLOW_TRACKING_URI"], os.environ["MLFLOW_TRACKING_TOKEN"], *sys.argv[1:4]
+def status(method, path, body=None):
+    r = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                               headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    try:
+        return urllib.request.urlopen(r).status
+    except urllib.error.HTTPError as e:
+        return e.code
+out = {
+    "own": status("GET", "/api/2.0/mlflow/experiments/get?experiment_id=" + os.environ["MLFLOW_EXPERIMENT_ID"]),
+    "run": status("GET", "/api/2.0/mlflow/runs/get?run_id=" + theirs),
+    "run_twice": status("GET", "/api/2.0/mlflow/runs/get?run_id=" + os.environ["MLFLOW_RUN_ID"] + "&run_uuid=" + theirs),
+    "tag": status("POST", "/api/2.0/mlflow/runs/set-tag", {"run_id": theirs, "key": "x", "value": "y"}),
+    "search": status("POST", "/api/2.0/mlflow/runs/search", {"experiment_ids": [their_exp]}),
+    "artifacts": status("GET", "/api/2.0/mlflow-artifacts/artifacts?path=" + their_exp + "/" + theirs),
+    "climb": status("GET", "/api/2.0/mlflow-artifacts/artifacts/" + os.environ["MLFLOW_EXPERIMENT_ID"] + "/../" + their_exp),
+    "experiments": status("POST", "/api/2.0/mlflow/experiments/search", {}),
+}
+try:
+    socket.socket(socket.AF_UNIX).connect(sock)
+    out["socket"] = "connected"
+except OSError as e:
+    out["socket"] = type(e).__name__
+print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("tracking") / "data", None, args=("--tracking",))
+    server.start_s = 180  # MLflow makes its database at its first start
+    with serving(server) as s:
+        yield s
+
+
+def _team(srv: Server, name: str) -> tuple[Any, str]:
+    admin = srv.client()
+    admin.create_tenant(name)
+    token = admin.create_token(name, "test")
+    return srv.client(token), token
+
+
+def _metrics(team: Any, job_id: int) -> dict[str, Any]:
+    return team._call("GET", f"/v1/jobs/{job_id}/metrics")
+
+
+def _finished(team: Any, job_id: int) -> dict[str, Any] | bool:
+    """The run, once neocloud has told it how the job ended (after the job's own last word)."""
+    m = _metrics(team, job_id)
+    return m["tags"].get("neocloud.state") not in (None, "RUNNING", "REQUEUED") and m["status"] != "RUNNING" and m
+
+
+def test_a_job_logs_to_its_own_run_with_neocloud_s_tags_and_no_other_tenant_reaches_it(srv: Server) -> None:
+    team, token = _team(srv, "track-a")
+    other, other_token = _team(srv, "track-b")
+    job = team.submit({"name": "fit", "gpus": 1, "command": [PYTHON, "-c", LOGGER]})
+    done = team.wait(job["id"], timeout=120)
+    assert done["state"] == "COMPLETED", (team.logs(job["id"]), team.logs(job["id"], stream="stderr"))
+
+    m = wait_for(lambda: _finished(team, job["id"]), timeout=30)
+    assert m["status"] == "FINISHED"
+    assert [(p["step"], p["value"]) for p in m["metrics"]["loss"]] == [(0, 2.0), (1, 1.0), (2, 0.667), (3, 0.5),
+                                                                         (4, 0.4)]
+    tags = m["tags"]
+    assert (tags["neocloud.tenant"], tags["neocloud.job"], tags["neocloud.attempt"]) == ("track-a", str(job["id"]), "1")
+    assert tags["neocloud.state"] == "COMPLETED" and tags["neocloud.placement"] == \
+        f"{done['placement'][0]['node']}[{done['placement'][0]['gpus'][0]}]"
+    assert m["metrics"]["neocloud.exit_code"][0]["value"] == 0 and m["metrics"]["neocloud.restarts"][0]["value"] == 0
+    assert m["metrics"]["neocloud.gpu_hours"][0]["value"] > 0
+
+    # Through MLflow's REST API at neocloud, with the tenant's own token: its experiment, named for it.
+    api = f"{srv.url}/v1/tracking/api/2.0/mlflow"
+    mine = httpx.get(f"{api}/experiments/get", params={"experiment_id": m["experiment_id"]},
+                     headers={"Authorization": f"Bearer {token}"})
+    assert mine.status_code == 200 and mine.json()["experiment"]["name"] == "neocloud/track-a"
+    runs = httpx.post(f"{api}/runs/search", json={"experiment_ids": [m["experiment_id"]]},
+                      headers={"Authorization": f"Bearer {token}"}).json()["runs"]
+    assert [r["info"]["run_id"] for r in runs] == [m["run_id"]]
+
+    # Another tenant: neither the job, nor its metrics, nor the run, by any way in.
+    with pytest.raises(Exception, match="404"):
+        _metrics(other, job["id"])
+    theirs = {"Authorization": f"Bearer {other_token}"}
+    assert httpx.get(f"{api}/runs/get", params={"run_id": m["run_id"]}, headers=theirs).status_code == 404
+    assert httpx.get(f"{api}/metrics/get-history", params={"run_id": m["run_id"], "metric_key": "loss"},
+                     headers=theirs).status_code == 404
+    assert httpx.post(f"{api}/runs/search", json={"experiment_ids": [m["experiment_id"]]},
+                      headers=theirs).status_code == 404
+    assert httpx.get(f"{api}/experiments/get-by-name", params={"experiment_name": "neocloud/track-a"},
+                     headers=theirs).status_code == 404
+    refused = httpx.post(f"{api}/experiments/create", json={"name": "mine"}, headers=theirs)
+    assert refused.status_code == 403 and refused.json()["error_code"] == "PERMISSION_DENIED"
+    assert httpx.get(f"{api}/runs/get", params={"run_id": m["run_id"]}).status_code == 401
+
+    probe = other.submit({"name": "probe", "gpus": 1, "command": [
+        "/usr/bin/python3", "-c", PROBE, m["run_id"], m["experiment_id"], str(srv.data_dir / "tracking" / "mlflow.sock")]})
+    assert other.wait(probe["id"], timeout=120)["state"] == "COMPLETED", other.logs(probe["id"], stream="stderr")
+    seen = json.loads(other.logs(probe["id"])["text"])
+    assert seen.pop("socket") in ("FileNotFoundError", "PermissionError")  # the sandbox shows no server's file
+    assert seen == {"own": 200, "run": 404, "run_twice": 404, "tag": 404, "search": 404, "artifacts": 404,
+                    "climb": 400, "experiments": 403}
+    assert _metrics(team, job["id"])["tags"].get("x") is None  # nothing of the other tenant's reached the run
+
+    # The dashboard: the job's page draws the run's loss for its tenant, and is a 404 for the other.
+    with httpx.Client(base_url=srv.url, headers={"Origin": srv.url}) as ui:
+        assert ui.post("/ui/login", data={"token": token}).status_code == 303
+        page = ui.get(f"/ui/jobs/{job['id']}")
+        assert page.status_code == 200 and m["run_id"] in page.text
+        data = json.loads(re.search(r'<script type="application/json" id="run-metrics">(.*?)</script>',
+                                    page.text, re.S).group(1))
+        assert [p["value"] for p in data["loss"]] == [2.0, 1.0, 0.667, 0.5, 0.4]
+    with httpx.Client(base_url=srv.url, headers={"Origin": srv.url}) as ui:
+        assert ui.post("/ui/login", data={"token": other_token}).status_code == 303
+        page = ui.get(f"/ui/jobs/{job['id']}")
+        assert page.status_code == 404 and m["run_id"] not in page.text
+
+    # The CLI: neocloud job ID --metrics
+    cli = subprocess.run([sys.executable, "-m", "neocloud", "job", str(job["id"]), "--metrics", "--server", srv.url,
+                          "--token", token], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    assert m["run_id"] in cli.stdout and re.search(r"loss\W+5\W+0\.4\W", cli.stdout), cli.stdout
+
+
+def test_a_requeued_job_keeps_its_run_across_attempts(srv: Server) -> None:
+    team, _ = _team(srv, "track-c")
+    admin = srv.client(ADMIN)
+    job = team.submit({"name": "long", "gpus": 8, "env": {"HOLD": "300"}, "command": [PYTHON, "-c", LOGGER]})
+    wait_for(lambda: "logged 1" in team.logs(job["id"])["text"], timeout=120)
+    first = team.job(job["id"])["placement"][0]["node"]
+    admin.signal(first, {"kind": "xid", "code": 79, "gpu": 0, "message": "GPU has fallen off the bus"})
+    wait_for(lambda: team.job(job["id"])["attempts"] == 2 and "logged 2" in team.logs(job["id"])["text"], timeout=120)
+    team.cancel(job["id"])
+    assert team.wait(job["id"], timeout=60)["state"] == "CANCELLED"
+
+    m = wait_for(lambda: _finished(team, job["id"]), timeout=30)
+    assert m["status"] == "KILLED" and m["tags"]["neocloud.attempt"] == "2"
+    assert [p["step"] for p in m["metrics"]["loss"]] == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]  # both attempts' in one run
+    restarts = {p["step"]: p["value"] for p in m["metrics"]["neocloud.restarts"]}
+    assert restarts == {1: 0, 2: 1}  # logged as each attempt ended: requeued, then cancelled
+    assert m["tags"]["neocloud.state"] == "CANCELLED"
