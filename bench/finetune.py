@@ -120,13 +120,13 @@ def main() -> None:
             ["and after the roll", repr(after)],
             [f"asked {KEPT!r} after", repr(kept)]]
     body = "\n".join([
+        "### Fine-tune, then serve: examples/finetune end to end", "",
         "`python bench/finetune.py --python DIR/venv/bin/python --model DIR/model` (`.ci/vllm DIR` builds both), "
         f"on {machine()}: examples/finetune end to end on `neocloud up --tracking`, vLLM's CPU build serving "
         f"SmolLM2-135M-Instruct, a LoRA (rank 16) trained for {args.steps} steps on CPU, tracked in MLflow, the "
         "service rolled onto it by `depends_on: afterok` the training job.", "",
         table(["", ""], rows), ""])
     write_section("finetune", body)
-    print(body)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,16 @@ def test_a_requeued_job_keeps_its_run_across_attempts(srv: Server) -> None:
     restarts = {p["step"]: p["value"] for p in m["metrics"]["neocloud.restarts"]}
     assert restarts == {1: 0, 2: 1}  # logged as each attempt ended: requeued, then cancelled
     assert m["tags"]["neocloud.state"] == "CANCELLED"
+
+
+def test_each_task_of_an_array_has_its_own_run_tagged_with_its_index(srv: Server) -> None:
+    team, _ = _team(srv, "track-d")
+    first = team.submit({"name": "sweep", "gpus": 1, "array": "0-1", "command": "true"})
+    tasks = team.array_tasks(first["id"])
+    assert len(tasks) == 2
+    for t in tasks:
+        assert team.wait(t["id"], timeout=60)["state"] == "COMPLETED"
+    runs = [wait_for(lambda t=t: _finished(team, t["id"]), timeout=30) for t in tasks]
+    assert len({r["run_id"] for r in runs}) == 2
+    assert [(r["tags"]["neocloud.array_job"], r["tags"]["neocloud.array_index"]) for r in runs] == \
+        [(str(first["id"]), "0"), (str(first["id"]), "1")]
