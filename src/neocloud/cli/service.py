@@ -77,6 +77,10 @@ def up(
     err.print(f"neocloud up: http://{host}:{port} (dashboard at /ui, API docs at /docs) | fleet {service.fleet.name}: "
               f"{len(service.fleet.nodes)} node(s), {service.fleet.total_gpus} GPU(s) | backend {backend} | "
               f"data {directory} | admin token in {token}", highlight=False, markup=False)
+    if service.controller.tracker is not None:
+        where = f"MLflow in {directory / 'tracking'}" if tracking else f"MLflow at {tracking_uri}"
+        err.print(f"tracking: {where}; every job gets a run, reached through {public_url or f'http://{host}:{port}'}"
+                  "/v1/tracking", highlight=False, markup=False, soft_wrap=True)
     err.print(f"log in from any shell: {_login_hint(host, port, directory, token)}", highlight=False, markup=False,
               soft_wrap=True)  # one line, to copy whole, however narrow the terminal
     try:
