@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from neocloud.client import ApiError
-from tests.api.conftest import Server, serving, wait_for
+from tests.api.conftest import ADMIN, Server, serving, wait_for
 
 
 def _closed_port() -> int:
@@ -31,6 +32,11 @@ def test_jobs_run_untracked_while_the_tracking_server_is_down(tmp_path: Path) ->
         with pytest.raises(ApiError) as e:  # what is wrong, not a 500
             c.metrics(job["id"])
         assert e.value.status == 404 and "no run yet" in str(e.value)
+        c.create_tenant("down")
+        for token in (ADMIN, c.create_token("down")):  # through the proxy: unavailable, for now
+            r = httpx.get(f"{srv.url}/v1/tracking/api/2.0/mlflow/runs/get", params={"run_id": "r"},
+                          headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 503 and r.json()["error_code"] == "TEMPORARILY_UNAVAILABLE", r.text
 
 
 def test_bad_tracking_options_are_refused_at_start(tmp_path: Path) -> None:

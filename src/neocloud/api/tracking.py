@@ -95,7 +95,12 @@ async def _check(request: Request, found: Tracker, who: Principal, call: Call) -
                      "RESOURCE_DOES_NOT_EXIST", 404)
     http, runs = _http(request, found)
     for run in sorted(call.runs):
-        if await runs.experiment(http, run) != own:
+        try:
+            found_in = await runs.experiment(http, run)
+        except httpx.HTTPError as e:
+            raise Denied(f"the tracking server did not answer ({type(e).__name__})", "TEMPORARILY_UNAVAILABLE",
+                         503) from None
+        if found_in != own:
             raise Denied(f"no run {run[:64]!r} in your experiment", "RESOURCE_DOES_NOT_EXIST", 404)
 
 
