@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete
 
-from neocloud.api.goodput import of, totals
+from neocloud.api.goodput import totals
+from neocloud.control.jobs import goodput_of
 from neocloud.model.goodput import LOSSES
 from neocloud.store.database import connect, sessions
 from neocloud.store.tables import JobRow
@@ -49,7 +50,7 @@ def test_the_database_sums_what_goodput_works_out_per_job(tmp_path: Path, databa
     engine.dispose()
     for tenant in ("a", "b", "c"):
         ran = [r for r in rows if r.tenant == tenant and r.attempts > 0]
-        each = [of(r, now) for r in ran]
+        each = [goodput_of(r, now) for r in ran]
         _, jobs, interruptions, allocated, productive, *lost = summed[tenant]
         assert (jobs, interruptions) == (len(ran), sum(r.interruptions for r in ran))
         assert allocated == pytest.approx(sum(g.allocated_gpu_s for g in each), abs=0.01)

@@ -32,7 +32,7 @@ PLACEMENTS = ("random", "bestfit", "topo", "fgd", "neocloud")
 QUEUES = ("fifo", "sjf", "las", "fair", "neocloud")
 
 SETTINGS = settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

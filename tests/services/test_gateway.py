@@ -243,6 +243,8 @@ def test_a_roll_under_steady_traffic_fails_no_request(srv: Server, team: tuple) 
 
 def test_a_roll_waits_on_the_job_its_spec_depends_on_and_stalls_if_it_fails(srv: Server, team: tuple) -> None:
     c, token, code = team
+    srv.client()._call("PUT", "/v1/prices", json={"gpu_type": "H100", "usage_class": "on-demand",
+                                                 "price_per_gpu_hour": "3.00"})  # the training jobs' GPU-hours
     spec = _service("after", code, env={"VERSION": "1"})
     c.submit(spec)
     _ready(c, "after", 1)
