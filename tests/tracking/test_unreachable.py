@@ -45,3 +45,11 @@ def test_bad_tracking_options_are_refused_at_start(tmp_path: Path) -> None:
         res = subprocess.run([sys.executable, "-m", "neocloud", "up", "--data-dir", str(tmp_path / "d"), *args],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode != 0 and says in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_only_an_artifact_may_be_larger_than_the_api_s_limit(tmp_path: Path) -> None:
+    with serving(Server(tmp_path / "data", None, args=("--tracking-uri", f"http://127.0.0.1:{_closed_port()}"))) as srv:
+        big = b'{"run_id": "r", "metrics": [' + b" " * (3 << 20) + b"]}"  # over the 2 MiB a request may send
+        r = httpx.post(f"{srv.url}/v1/tracking/api/2.0/mlflow/runs/log-batch", content=big,
+                       headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+        assert r.status_code == 413 and "at most" in r.json()["message"]

@@ -118,12 +118,24 @@ async def close(state: Any) -> None:
             await http.aclose()
 
 
+async def _small(request: Request) -> bytes:
+    """A call's JSON body, read whole: only an artifact's bytes may be larger than the API's limit."""
+    limit = request.app.state.service.max_body_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Denied(f"a tracking call's body may hold {limit} bytes at most; log fewer metrics at a time",
+                         "RESOURCE_LIMIT_EXCEEDED", 413)
+    return bytes(body)
+
+
 @router.api_route("/v1/tracking/{path:path}", methods=METHODS, include_in_schema=False)
 async def proxy(path: str, request: Request) -> Response:
     found = tracker(request)
     who = _caller(request, found)
-    body = b"" if request.method in ("PUT", "GET", "DELETE") else await request.body()
     try:
+        body = b"" if request.method in ("PUT", "GET", "DELETE") else await _small(request)
         call = read(request.method, path, request.url.query, body)
         await _check(request, found, who, call)
     except Denied as e:
