@@ -115,7 +115,7 @@ class Jobs:
             ledger["queueing_s"] = ledger.get("queueing_s", 0.0) + now - ledger.pop("failed_at")
         row.ledger = ledger
         row.placement = [{"node": self.fleet.nodes[n].name, "gpus": list(g)} for n, g in zip(action.nodes, action.gpus)]
-        where = ", ".join(f"{p['node']}[{','.join(map(str, p['gpus']))}]" for p in row.placement)
+        where = placement_text(row.placement)
         if row.service_id is not None:  # where the gateway reaches it: the node, and the port it is given
             row.address = service_address(self.backend, row.placement[0]["node"])
             where += f", listening at {row.address}"
@@ -237,6 +237,11 @@ def outcome(row: JobRow, ended: Exit) -> tuple[str, int | None, str]:
         return "COMPLETED", 0, "exit 0"
     codes = ", ".join("lost" if c is None else str(c) for c in ended.codes)
     return "FAILED", ended.code, f"exit status per node: {codes}"
+
+
+def placement_text(placement: list[dict[str, Any]] | None) -> str:
+    """Where an attempt runs, as its events and its run's tags say it: node[GPUs], ..."""
+    return ", ".join(f"{p['node']}[{','.join(map(str, p['gpus']))}]" for p in placement or [])
 
 
 def goodput_of(row: JobRow, now: float) -> Goodput:

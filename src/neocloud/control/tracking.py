@@ -25,7 +25,7 @@ from functools import partial
 
 from neocloud.backends.base import Task
 from neocloud.control.degraded import Degraded
-from neocloud.control.jobs import goodput_of
+from neocloud.control.jobs import goodput_of, placement_text
 from neocloud.store.tables import JobRow
 from neocloud.tracking.mlflow import MLflow, TrackingError, Upstream
 
@@ -202,8 +202,8 @@ def launching_of(row: JobRow) -> Launching:
                                               "neocloud.array_index": str(row.array_index)}
     params = {"neocloud.gpus": f"{row.gpus:g}", "neocloud.priority": row.priority,
               **({"neocloud.image": spec["image"]} if spec.get("image") else {})}
-    placement = ", ".join(f"{p['node']}[{','.join(map(str, p['gpus']))}]" for p in row.placement or [])
-    return Launching(row.id, row.attempts, row.tenant, row.name, row.tracking_run, placement, tags, params,
+    return Launching(row.id, row.attempts, row.tenant, row.name, row.tracking_run, placement_text(row.placement),
+                     tags, params,
                      own_run=row.service_id is None)
 
 
