@@ -75,8 +75,6 @@ def test_a_missing_image_is_a_clear_reason_and_a_line_break_in_a_value_is_refuse
 
 
 def test_a_graceful_stop_reaches_the_rank_s_own_process_in_the_image(tmp_path: Path) -> None:
-    import signal
-
     image = built_image()
     work = tmp_path / "work"
     work.mkdir()
@@ -86,8 +84,8 @@ def test_a_graceful_stop_reaches_the_rank_s_own_process_in_the_image(tmp_path: P
     proc = _start(rank.argv, text, stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        assert rank.stop_top
-        proc.send_signal(signal.SIGTERM)  # as the supervisor's graceful stop does: to podman alone
+        assert rank.stop is not None
+        subprocess.run(rank.stop, check=True, capture_output=True, timeout=60)  # as the supervisor's graceful stop
         assert proc.wait(timeout=60) == 7 and proc.stdout.read() == "stopped\n"  # once, with its own status
     finally:
         subprocess.run(rank.after or [], capture_output=True)

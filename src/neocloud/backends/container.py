@@ -80,8 +80,11 @@ class Containers:
         argv += ["--", image, *command]
         # Not `--rm`: its removal races podman's wait for the exit status, which is then lost (0), and
         # may stop the container a second time. The supervisor removes it once podman has answered.
-        # A graceful stop goes to podman alone: its signal proxy hands it to the rank, once.
-        return Rank(argv, {"PATH": SAFE_PATH}, "/", stop_top=True,
+        # A graceful stop is `podman kill`, to the init, which hands it to the rank once. Not a signal
+        # to `podman run`: its proxy drops one that comes while it has not yet marked the container
+        # running, though the rank already runs, and podman then leaves with status 0.
+        stop = [self.podman, "kill", "--signal=TERM", name]
+        return Rank(argv, {"PATH": SAFE_PATH}, "/", stop=stop,
                     after=[self.podman, "rm", "--force", "--ignore", "--time=0", name]), env_file(inside)
 
     def leftovers(self, prefix: str) -> list[str]:

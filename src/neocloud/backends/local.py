@@ -148,7 +148,7 @@ class LocalBackend:
             cgroup = {"instance": self.instance, "name": name,
                       "cpu_milli": task.cpu_milli, "memory_mib": task.memory_mib} if self.cgroups else None
             ranks.append({"argv": how.argv, "env": how.env, "cwd": how.cwd, "fd_args": how.fd_args, "fd_text": env_text,
-                          "spare_top": how.spare_top, "stop_top": how.stop_top, "after": how.after, "dirs": dirs, "cgroup": cgroup,
+                          "spare_top": how.spare_top, "stop": how.stop, "after": how.after, "dirs": dirs, "cgroup": cgroup,
                           "pid_file": f"{stem}.pid", "exit_file": f"{stem}.exit",
                           "stdout": str(self.log_path(task.job_id, rank, "stdout")),
                           "stderr": str(self.log_path(task.job_id, rank, "stderr"))})

@@ -36,7 +36,7 @@ class Rank:
     cwd: str
     fd_args: list[str] | None = None
     spare_top: bool = False  # the first process is bubblewrap's monitor: a graceful stop spares it
-    stop_top: bool = False  # a graceful stop signals the first process alone, which carries it on (podman)
+    stop: list[str] | None = None  # a graceful stop runs this instead of signalling (podman kill)
     after: list[str] | None = None  # run once the rank has ended (podman's container removed)
 
 

@@ -66,6 +66,8 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
             return set()
         return {pid} | {p for p in cgroup.pids() if _namespace_init(p)}
 
+    ended = threading.Event()
+
     def kill(*_: object) -> None:
         if cgroup is not None:
             cgroup.kill()
@@ -77,9 +79,13 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
         starts, the rank may still be on its way in (bubblewrap, setpriv, env: a signal then may be
         lost): it is signalled once its own command runs."""
         deadline = time.monotonic() + GRACE_S
-        if rank.get("stop_top"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        if rank.get("stop"):
+            while not ended.is_set() and time.monotonic() < deadline:  # tried until the rank has it
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    if subprocess.run(rank["stop"], stdin=null, stdout=null, stderr=null,
+                                      timeout=max(deadline - time.monotonic(), 0.1)).returncode == 0:
+                        break
+                ended.wait(0.1)
         elif cgroup is None:
             _killpg(pid, signal.SIGTERM)
         else:
@@ -89,8 +95,8 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
                     cgroup.signal(signal.SIGTERM, skip)
                     break
                 time.sleep(0.02)
-        time.sleep(max(deadline - time.monotonic(), 0.0))
-        kill()
+        if not ended.wait(max(deadline - time.monotonic(), 0.0)):
+            kill()
 
     def stop(*_: object) -> None:
         threading.Thread(target=graceful, daemon=True).start()
@@ -99,6 +105,7 @@ def _supervise(rank: dict[str, Any], logs: tuple[int, int], cgroup: Cgroup | Non
     signal.signal(signal.SIGUSR1, kill)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # a stop sent since the fork is handled now
     _, status = os.waitpid(pid, 0)
+    ended.set()
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
     kill()  # what the rank left running in the background goes with it
