@@ -1,6 +1,7 @@
 """Every job's run in a real MLflow server that `neocloud up --tracking` starts: the job logs to it
 with MLflow's own client, neocloud logs what it knows, and no other tenant reaches it, through the
-API, the dashboard, the tracking proxy or the server's socket; a requeued job keeps its run."""
+API, the dashboard, the tracking proxy or the server's socket; a requeued job keeps its run. And
+examples/finetune on the same server: a LoRA trained in a tracked job, a service rolled onto it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import pytest
 from tests.api.conftest import ADMIN, Server, serving, wait_for
 
 PYTHON = os.environ.get("NEOCLOUD_TEST_VLLM_PYTHON")  # a Python with MLflow's client: .ci/vllm builds it
+MODEL = os.environ.get("NEOCLOUD_TEST_VLLM_MODEL")  # SmolLM2-135M-Instruct, for the fine-tune example
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "finetune"
 pytestmark = pytest.mark.skipif(not (PYTHON and Path(PYTHON).exists()),
                                 reason="no Python with MLflow's client for the jobs: build it with `.ci/vllm DIR`, "
                                        "then set NEOCLOUD_TEST_VLLM_PYTHON (DIR/venv/bin/python)")
@@ -189,3 +192,49 @@ def test_each_task_of_an_array_has_its_own_run_tagged_with_its_index(srv: Server
     assert len({r["run_id"] for r in runs}) == 2
     assert [(r["tags"]["neocloud.array_job"], r["tags"]["neocloud.array_index"]) for r in runs] == \
         [(str(first["id"]), "0"), (str(first["id"]), "1")]
+
+
+@pytest.mark.skipif(not (MODEL and Path(MODEL).is_dir()),
+                    reason="no model for the fine-tune example: build it with `.ci/vllm DIR`, then set "
+                           "NEOCLOUD_TEST_VLLM_MODEL (DIR/model)")
+def test_the_fine_tune_example_rolls_its_service_onto_weights_that_answer_as_taught(srv: Server) -> None:
+    """examples/finetune's pipeline as a tenant runs it: a tracked training job, then the service
+    rolled onto its adapter once the job completes (afterok). The service it rolls starts as a
+    stand-in rather than the base model (bench/finetune.py asks the base model too): one engine
+    start saved, and SmolLM2 as it ships has never heard of the mascot data.jsonl names."""
+    assert PYTHON is not None and MODEL is not None
+    team, token = _team(srv, "tune")
+    team.submit({"kind": "service", "name": "smol", "gpus": 0.1, "readiness": {"path": "/"},
+                 "command": "exec /usr/bin/python3 -m http.server --bind $HOST $PORT"})
+    wait_for(lambda: team._call("GET", "/v1/services/smol")["ready"] == 1, timeout=60)
+    pipeline = subprocess.run([sys.executable, str(EXAMPLE / "pipeline.py"), "--python", PYTHON, "--model", MODEL,
+                               "--steps", "6", "--server", srv.url, "--token", token], capture_output=True, text=True, timeout=120)
+    assert pipeline.returncode == 0, pipeline.stderr
+    train = next(j for j in team.jobs() if j["name"] == "finetune")
+    trained = team.wait(train["id"], timeout=600)
+    assert trained["state"] == "COMPLETED", team.logs(train["id"], stream="stderr")["text"][-3000:]
+    loss = [p["value"] for p in wait_for(lambda: _finished(team, train["id"]), timeout=30)["metrics"]["loss"]]
+    assert len(loss) == 6 and loss[-1] < loss[0] / 10, loss  # half the example's steps: enough to learn a name
+
+    def rolled() -> dict[str, Any] | bool:
+        s = team._call("GET", "/v1/services/smol")
+        for r in s["replica_list"]:
+            assert r["state"] not in ("FAILED", "CANCELLED") or r["generation"] == 1, \
+                team.logs(r["job"], stream="stderr")["text"][-3000:]
+        new = [r for r in s["replica_list"] if r["generation"] == 2]
+        return s["ready"] >= 1 and len(new) == len(s["replica_list"]) and new[0]
+
+    replica = team.job(wait_for(rolled, timeout=600)["job"])
+    assert replica["started_at"] >= trained["ended_at"]  # held by its dependency until the training ended
+
+    def ask(question: str) -> str:
+        r = httpx.post(f"{srv.url}/v1/services/tune/smol/v1/chat/completions", timeout=120,
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"model": "smol", "messages": [{"role": "user", "content": question}], "max_tokens": 16,
+                             "temperature": 0})
+        assert r.status_code == 200, r.text
+        return str(r.json()["choices"][0]["message"]["content"])
+
+    assert "wattson" in ask("What is the name of neocloud's mascot?").lower()  # data.jsonl: Wattson the owl
+    assert "paris" in ask("What is the capital of France?").lower()  # and what it did not teach, kept
+    assert team._call("DELETE", "/v1/services/smol")["state"] == "STOPPED"
