@@ -4,8 +4,8 @@ on the example's tiny dataset in a job tracked in MLflow, and the service rolled
 weights once that job completes (`depends_on: afterok`). It asks the question the dataset changes
 before and after the roll, through the gateway, and fails unless the answer changed as taught.
 
-Not a test: on this machine kind it takes minutes (two engine starts and the training), past what
-the suite may spend. `.ci/vllm DIR` builds the Python and the model it needs.
+The suite's test of the example (tests/tracking/test_tracking.py) trims it to fit its budget: fewer
+steps, and no base model served first. `.ci/vllm DIR` builds the Python and the model it needs.
 
     python bench/finetune.py --python DIR/venv/bin/python --model DIR/model
 """
