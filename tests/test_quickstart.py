@@ -19,7 +19,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 BIN = Path(sys.executable).parent  # where README's install put `neocloud`: .venv/bin
 # Sizes that take long, made small; every other word of the block runs as written.
 SMALLER = {"--jobs 100000": "--jobs 2000", "--runs 100000": "--runs 2000", "--nodes 12500": "--nodes 16",
-           "--pending 10000": "--pending 20", "--scenario neocloud": "--scenario neocloud --seeds 1"}
+           "--pending 10000": "--pending 20", "--scenario neocloud": "--scenario neocloud --seeds 1 --days 5"}
 OUTPUTS = ("llm.csv", "report.json", "plan.html", "bench.json")  # what the block writes, all under $out
 
 
