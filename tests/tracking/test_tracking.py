@@ -208,7 +208,8 @@ def test_the_fine_tune_example_rolls_its_service_onto_weights_that_answer_as_tau
                  "command": "exec /usr/bin/python3 -m http.server --bind $HOST $PORT"})
     wait_for(lambda: team._call("GET", "/v1/services/smol")["ready"] == 1, timeout=60)
     pipeline = subprocess.run([sys.executable, str(EXAMPLE / "pipeline.py"), "--python", PYTHON, "--model", MODEL,
-                               "--steps", "4", "--server", srv.url, "--token", token], capture_output=True, text=True, timeout=120)
+                               "--steps", "4", "--server", srv.url, "--token", token],
+                              capture_output=True, text=True, timeout=120)
     assert pipeline.returncode == 0, pipeline.stderr
     train = next(j for j in team.jobs() if j["name"] == "finetune")
     trained = team.wait(train["id"], timeout=600)
