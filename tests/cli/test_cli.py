@@ -69,21 +69,18 @@ def test_real_traces_replay_to_completion(tmp_path: Path, fleet: str, trace: str
 
 @needs_shared
 def test_openb_replays_and_inflates(tmp_path: Path) -> None:
-    """The CLI's wiring for openb, on heads of the real files; the paper's full-size figure is
-    tests/sim/test_inflate.py's."""
+    """The replay on the first 1,200 pods (all 8,152 took 95 s in CI); the inflation, whose
+    cost is the fleet's rather than the trace's, on the whole of both."""
     data = SHARED / "traces" / "alibaba-gpu-v2023"
-    fleet = data / "openb_node_list_gpu_node.csv"
-    nodes = fleet.read_text().splitlines()
-    pods = (data / "openb_pod_list_default.csv").read_text().splitlines()
-    some_nodes, trace = tmp_path / "some-nodes.csv", tmp_path / "pods.csv"
-    some_nodes.write_text("\n".join(nodes[:1] + nodes[1::8]) + "\n")
-    trace.write_text("\n".join(pods[:1201]) + "\n")
-    report = simulate(tmp_path, fleet, trace, "--trace-format", "openb")
+    fleet, pods = data / "openb_node_list_gpu_node.csv", data / "openb_pod_list_default.csv"
+    head = tmp_path / "pods.csv"
+    head.write_text("\n".join(pods.read_text().splitlines()[:1201]) + "\n")
+    report = simulate(tmp_path, fleet, head, "--trace-format", "openb")
     assert report["jobs_completed"] == report["jobs_submitted"] == 1200
-    inflated = simulate(tmp_path, some_nodes, trace, "--placement", "bestfit", "--inflate", "1.3", "--seed", "42")
+    inflated = simulate(tmp_path, fleet, pods, "--placement", "bestfit", "--inflate", "1.3", "--seed", "42")
     curve = inflated["allocation_at"]
     assert list(curve) == [str(p) for p in range(1, 131)]
-    assert 85.0 < curve["130"] < 100.0
+    assert 91.0 < curve["130"] < 95.0  # the paper's BestFit: 93.08 (mean of 10 seeds)
     assert curve["50"] == pytest.approx(50, abs=1.5)  # nothing is dropped while the fleet is half empty
 
 
