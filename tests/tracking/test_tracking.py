@@ -206,7 +206,7 @@ def test_the_fine_tune_example_rolls_its_service_onto_weights_that_answer_as_tau
     team, token = _team(srv, "tune")
     team.submit({"kind": "service", "name": "smol", "gpus": 0.1, "readiness": {"path": "/"},
                  "command": "exec /usr/bin/python3 -m http.server --bind $HOST $PORT"})
-    wait_for(lambda: team._call("GET", "/v1/services/smol")["ready"] == 1, timeout=60)
+    wait_for(lambda: team.service("smol")["ready"] == 1, timeout=60)
     pipeline = subprocess.run([sys.executable, str(EXAMPLE / "pipeline.py"), "--python", PYTHON, "--model", MODEL,
                                "--steps", "4", "--server", srv.url, "--token", token],
                               capture_output=True, text=True, timeout=120)
@@ -218,7 +218,7 @@ def test_the_fine_tune_example_rolls_its_service_onto_weights_that_answer_as_tau
     assert len(loss) == 4 and loss[-1] < loss[0] / 10, loss  # a third of the example's: enough to learn a name
 
     def rolled() -> dict[str, Any] | bool:
-        s = team._call("GET", "/v1/services/smol")
+        s = team.service("smol")
         for r in s["replica_list"]:
             assert r["state"] not in ("FAILED", "CANCELLED") or r["generation"] == 1, \
                 team.logs(r["job"], stream="stderr")["text"][-3000:]
@@ -238,4 +238,4 @@ def test_the_fine_tune_example_rolls_its_service_onto_weights_that_answer_as_tau
 
     assert "wattson" in ask("What is the name of neocloud's mascot?").lower()  # data.jsonl: Wattson the owl
     assert "paris" in ask("What is the capital of France?").lower()  # and what it did not teach, kept
-    assert team._call("DELETE", "/v1/services/smol")["state"] == "STOPPED"
+    assert team.stop_service("smol")["state"] == "STOPPED"
